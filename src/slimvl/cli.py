@@ -1,0 +1,208 @@
+"""The `slimvl` command: a thin layer over `slimvl.api`.
+
+User errors (bad image, prompt, model reference or recipe) print one line, `slimvl: error: ...`, and
+exit with code 2; `--debug` lets them propagate with their traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import transformers.utils.logging as hf_logging
+from rich.console import Console
+from rich.table import Table
+
+from slimvl.api import load
+from slimvl.demo import run_demo
+from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
+from slimvl.errors import InputError, SlimvlError
+from slimvl.models.loader import builtin_names
+from slimvl.models.preprocess import load_image
+from slimvl.models.weights import decode_bytes_per_token, weight_table
+from slimvl.monitor import RequestMetrics
+
+EXIT_USER_ERROR = 2
+USER_ERRORS = (SlimvlError, ValueError, FileNotFoundError)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {value}, allowed: an integer >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # `--debug` is accepted before and after the subcommand; SUPPRESS keeps the subparser from
+    # overwriting a `--debug` given before it.
+    debug_after = argparse.ArgumentParser(add_help=False)
+    debug_after.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(prog="slimvl", description="Run Qwen3-VL fast and small on a laptop CPU.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[debug_after], help="answer a question about images")
+    run.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    run.add_argument("--image", action="append", required=True, metavar="PATH", help="an image (repeatable)")
+    run.add_argument("--prompt", required=True, help="the question")
+    run.add_argument("--recipe", metavar="FILE|NAME", help=f"recipe file or preset ({', '.join(PRESET_NAMES)})")
+    run.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N")
+    run.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
+    run.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    run.set_defaults(handler=_cmd_run)
+
+    info = commands.add_parser("info", parents=[debug_after], help="parameter counts and weight bytes")
+    info.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    info.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    info.set_defaults(handler=_cmd_info)
+
+    recipe = commands.add_parser("recipe", parents=[debug_after], help="show or list recipes")
+    recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
+    show = recipe_commands.add_parser("show", parents=[debug_after], help="print a recipe as YAML")
+    show.add_argument("recipe", metavar="NAME|FILE")
+    show.set_defaults(handler=_cmd_recipe_show)
+    listing = recipe_commands.add_parser("list", parents=[debug_after], help="the preset names")
+    listing.set_defaults(handler=_cmd_recipe_list)
+
+    demo = commands.add_parser("demo", parents=[debug_after], help="answer a few synthetic questions")
+    demo.add_argument("--out", type=Path, help="where the demo images go (default: out/demo)")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2) and --help (0) return instead of exiting
+        return exc.code if isinstance(exc.code, int) else 0
+    with _quiet_transformers():
+        if args.debug:
+            return args.handler(args)
+        try:
+            return args.handler(args)
+        except USER_ERRORS as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"slimvl: error: {message}", file=sys.stderr)
+            return EXIT_USER_ERROR
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' progress bars and warnings (they would clutter or break `--json` output)."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    # Cheap checks first: a bad prompt, image or recipe fails before the model loads.
+    if not args.prompt.strip():
+        raise InputError("the prompt is empty")
+    images = [load_image(path) for path in args.image]
+    recipe = resolve_recipe(args.recipe)
+    slim = load(args.model, recipe, dtype=args.dtype, threads=args.threads)
+    answer = slim.generate(images, args.prompt, max_new_tokens=args.max_new_tokens)
+    metrics = answer.metrics
+    if args.json:
+        print(json.dumps(_run_record(args.model, recipe, answer.text, metrics)))
+        return 0
+    console = Console(highlight=False)
+    console.print(answer.text, markup=False)
+    console.print(_stage_table(metrics, title=f"{args.model} · recipe {recipe.name}"))
+    return 0
+
+
+def _run_record(model: str, recipe: Recipe, text: str, metrics: RequestMetrics) -> dict[str, Any]:
+    return {
+        "model": model,
+        "recipe": recipe.name,
+        "answer": text,
+        "stages_ms": dict(metrics.stages_ms),
+        "decode_tokens_per_s": metrics.decode_tok_s,
+        "peak_rss_mb": metrics.peak_rss_bytes / 1e6,
+        "metrics": metrics.to_dict(),
+    }
+
+
+def _stage_table(metrics: RequestMetrics, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("stage")
+    table.add_column("ms", justify="right")
+    for stage, ms in metrics.stages_ms.items():
+        table.add_row(stage, f"{ms:.1f}")
+    table.add_section()
+    table.add_row("time to first token", f"{metrics.ttft_ms:.1f}")
+    tok_s = metrics.decode_tok_s
+    table.add_row("decode tok/s", "-" if tok_s is None else f"{tok_s:.1f}")
+    table.add_row("tokens (prompt / visual / new)", f"{metrics.prompt_tokens} / {metrics.visual_tokens} / {metrics.new_tokens}")
+    table.add_row("peak RSS MB", f"{metrics.peak_rss_bytes / 1e6:.0f}")
+    return table
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    model = load(args.model, dtype=args.dtype).loaded.model
+    groups = weight_table(model)
+    by_dtype: dict[str, dict[str, int]] = {}
+    for cells in groups.values():
+        for dtype, cell in cells.items():
+            total = by_dtype.setdefault(dtype, {"params": 0, "bytes": 0})
+            total["params"] += cell["params"]
+            total["bytes"] += cell["bytes"]
+    total = {key: sum(cell[key] for cell in by_dtype.values()) for key in ("params", "bytes")}
+    record = {
+        "model": args.model,
+        "groups": groups,
+        "by_dtype": by_dtype,
+        "total": total,
+        "decode_bytes_per_token": decode_bytes_per_token(model),
+    }
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    table = Table(title=f"{args.model} weights")
+    for column in ("group", "dtype", "params", "MB"):
+        table.add_column(column, justify="left" if column in ("group", "dtype") else "right")
+    for group, cells in groups.items():
+        for dtype, cell in cells.items():
+            table.add_row(group, dtype, f"{cell['params']:,}", f"{cell['bytes'] / 1e6:.2f}")
+    table.add_section()
+    for dtype, cell in by_dtype.items():
+        table.add_row("all", dtype, f"{cell['params']:,}", f"{cell['bytes'] / 1e6:.2f}")
+    table.add_row("total", "", f"{total['params']:,}", f"{total['bytes'] / 1e6:.2f}")
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"weight bytes read per decode step: {record['decode_bytes_per_token'] / 1e6:.2f} MB")
+    return 0
+
+
+def _cmd_recipe_show(args: argparse.Namespace) -> int:
+    print(resolve_recipe(args.recipe).to_yaml(), end="")
+    return 0
+
+
+def _cmd_recipe_list(args: argparse.Namespace) -> int:
+    print("\n".join(PRESET_NAMES))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(out_dir=args.out)

@@ -1,0 +1,93 @@
+"""One request: preprocess → vision → sparsify → decoder prefill → decode loop, each stage timed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from slimvl.models.loader import LoadedModel
+from slimvl.models.steps import DecoderSequence, build_sequence, decode_step, encode_images, prefill
+from slimvl.models.weights import decode_bytes_per_token, weight_bytes
+from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
+
+# A sparsifier drops visual tokens between the vision encoder and the prefill.
+Sparsifier = Callable[[DecoderSequence], DecoderSequence]
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    metrics: RequestMetrics
+
+
+class Pipeline:
+    """Answers questions about images with one loaded (and possibly optimized) model."""
+
+    def __init__(self, loaded: LoadedModel, sparsifier: Sparsifier | None = None, threads: int | None = None):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.preprocessor = loaded.preprocessor
+        self.sparsifier = sparsifier
+        self.threads = threads
+        self.eos_token_ids = _eos_ids(loaded)
+        self.weight_bytes = weight_bytes(self.model)
+        self.decode_bytes = decode_bytes_per_token(self.model)
+        self._energy = EnergyMeter()
+
+    @torch.inference_mode()
+    def __call__(
+        self, images: list[Image.Image], prompt: str, max_new_tokens: int = 64, ignore_eos: bool = False
+    ) -> Answer:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: got {max_new_tokens}, allowed: an integer >= 1")
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        monitor = RequestMonitor(
+            threads=torch.get_num_threads(),
+            weight_bytes=self.weight_bytes,
+            decode_weight_bytes_per_token=self.decode_bytes,
+            energy=self._energy,
+        )
+        tokens: list[int] = []
+        with monitor:
+            with monitor.stage("preprocess"):
+                inputs = self.preprocessor(images, prompt)
+            with monitor.stage("vision"):
+                visual = encode_images(self.model, inputs)
+                seq = build_sequence(self.model, inputs, visual)
+            with monitor.stage("sparsify"):
+                if self.sparsifier is not None and visual is not None:
+                    seq = self.sparsifier(seq)
+            with monitor.stage("prefill"):
+                logits, cache = prefill(self.model, seq)
+                token = logits[0, -1].argmax()
+                tokens.append(int(token))
+            with monitor.stage("decode"):
+                position = seq.next_position
+                while len(tokens) < max_new_tokens and (ignore_eos or tokens[-1] not in self.eos_token_ids):
+                    logits = decode_step(self.model, token, position, cache)
+                    token = logits[0, -1].argmax()
+                    tokens.append(int(token))
+                    position += 1
+        answer_ids = tokens if ignore_eos else [t for t in tokens if t not in self.eos_token_ids]
+        metrics = monitor.metrics(
+            new_tokens=len(tokens),
+            prompt_tokens=inputs.input_ids.shape[1],
+            visual_tokens=inputs.visual_tokens,
+            visual_tokens_kept=int(seq.visual_mask.sum()),
+        )
+        return Answer(self.preprocessor.decode(answer_ids).strip(), tokens, metrics)
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    for source in (loaded.model.config.text_config.eos_token_id, loaded.preprocessor.tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    return ids

@@ -1,0 +1,227 @@
+"""Train `builtin:tiny`: a small Qwen3-VL on the synthetic VQA task, saved as an HF checkpoint.
+
+The model is the real `Qwen3VLForConditionalGeneration` (DeepStack, interleaved MRoPE, patch 16,
+spatial merge 2, tied embeddings) at small sizes. Inputs go through the same `Preprocessor` that
+inference uses, and the loss covers only the answer word and the closing `<|im_end|>`.
+
+    python scripts/train_tiny.py --out src/slimvl/models/assets/tiny            # CPU, 2 threads
+    python scripts/train_tiny.py --out ... --device cuda --workers 15           # a GPU, faster
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from transformers import Qwen3VLForConditionalGeneration
+
+from slimvl.data import ANSWER_VOCABULARY, SPLITS, corpus_texts, make_example
+from slimvl.models.builder import config_from_dict
+from slimvl.models.checkpoint import qwen3vl_image_processor, save_checkpoint, small_config_dict
+from slimvl.models.preprocess import Preprocessor
+from slimvl.models.tokenizer import build_tokenizer, special_token_ids
+
+TINY_SIZES = {"text_hidden": 256, "text_layers": 4, "vision_hidden": 192, "vision_depth": 4, "deepstack": (1, 2, 3)}
+IGNORE = -100
+
+
+def build_preprocessor() -> Preprocessor:
+    # Answers appear alone after "assistant\n", so they are in the corpus alone too: one token each.
+    tokenizer = build_tokenizer([*corpus_texts(), *ANSWER_VOCABULARY], vocab_size=1024)
+    return Preprocessor(tokenizer, qwen3vl_image_processor())
+
+
+def tiny_config(preprocessor: Preprocessor):
+    raw = small_config_dict(vocab_size=len(preprocessor.tokenizer), **TINY_SIZES)
+    raw["text_config"].update(
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        intermediate_size=768,
+        rope_parameters={**raw["text_config"]["rope_parameters"], "mrope_section": [12, 10, 10]},
+    )
+    raw["vision_config"].update(num_heads=3, intermediate_size=768, num_position_embeddings=1024)
+    return config_from_dict(raw, **special_token_ids(preprocessor.tokenizer))
+
+
+def encode_example(preprocessor: Preprocessor, seed: int) -> dict[str, torch.Tensor]:
+    """Prompt tokens + answer + <|im_end|>; labels only on the answer part."""
+    example = make_example(seed)
+    inputs = preprocessor([example.image], example.question)
+    tokenizer = preprocessor.tokenizer
+    answer = tokenizer(example.answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    target = torch.cat([answer, torch.tensor([tokenizer.eos_token_id])])
+    input_ids = torch.cat([inputs.input_ids[0], target])
+    labels = torch.full_like(input_ids, IGNORE)
+    labels[-len(target) :] = target
+    mm = torch.cat([inputs.mm_token_type_ids[0], torch.zeros_like(target, dtype=torch.int32)])
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "mm_token_type_ids": mm,
+        "pixel_values": inputs.pixel_values,
+        "image_grid_thw": inputs.image_grid_thw,
+    }
+
+
+class TrainStream(IterableDataset):
+    """Train-split examples in seed order, split across loader workers."""
+
+    def __init__(self, preprocessor: Preprocessor, first_seed: int, count: int):
+        self.preprocessor, self.first_seed, self.count = preprocessor, first_seed, count
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for seed in range(self.first_seed + worker, self.first_seed + self.count, workers):
+            yield encode_example(self.preprocessor, seed)
+
+
+def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    length = max(len(it["input_ids"]) for it in items)
+
+    def pad(key: str, value: int) -> torch.Tensor:
+        out = torch.full((len(items), length), value, dtype=items[0][key].dtype)
+        for i, it in enumerate(items):
+            out[i, : len(it[key])] = it[key]
+        return out
+
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    for i, it in enumerate(items):
+        mask[i, : len(it["input_ids"])] = 1
+    return {
+        "input_ids": pad("input_ids", pad_id),
+        "labels": pad("labels", IGNORE),
+        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "attention_mask": mask,
+        "pixel_values": torch.cat([it["pixel_values"] for it in items]),
+        "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
+    }
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay over the steps, or over the time cap if that binds first."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def answer_accuracy(model, preprocessor: Preprocessor, seeds: range, device: str, batch: int) -> float:
+    """Share of examples whose first answer token is the argmax after the prompt (answers are one token)."""
+    model.eval()
+    right = 0
+    for start in range(seeds.start, seeds.stop, batch):
+        items = [encode_example(preprocessor, s) for s in range(start, min(start + batch, seeds.stop))]
+        b = {k: v.to(device) for k, v in collate(items, preprocessor.tokenizer.pad_token_id).items()}
+        labels = b.pop("labels")
+        logits = model(**b).logits
+        first = (labels != IGNORE).int().argmax(1)  # position of the answer token
+        rows = torch.arange(len(items), device=device)
+        right += int((logits[rows, first - 1].argmax(-1) == labels[rows, first]).sum())
+    model.train()
+    return right / len(seeds)
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    preprocessor = build_preprocessor()
+    model = Qwen3VLForConditionalGeneration(tiny_config(preprocessor)).to(args.device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
+    if (args.steps + args.workers) * args.batch > len(SPLITS["train"]):
+        raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {len(SPLITS['train'])}")
+    # Each loader worker batches its own share, so a few spare batches keep every step full.
+    stream = TrainStream(preprocessor, SPLITS["train"].start, (args.steps + args.workers) * args.batch)
+    loader = DataLoader(
+        stream,
+        batch_size=args.batch,
+        num_workers=args.workers,
+        collate_fn=lambda items: collate(items, preprocessor.tokenizer.pad_token_id),
+        persistent_workers=False,
+        prefetch_factor=8 if args.workers else None,
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
+    start, log = time.time(), []
+    steps_done = 0
+    for step, batch in enumerate(loader):
+        elapsed = time.time() - start
+        if step >= args.steps or (args.max_train_s and elapsed > args.max_train_s):
+            break
+        time_progress = elapsed / args.max_train_s if args.max_train_s else 0.0
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, time_progress)
+        steps_done = step + 1
+        batch = {k: v.to(args.device, non_blocking=True) for k, v in batch.items()}
+        with autocast:
+            loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % args.log_every == 0 or step == args.steps - 1:
+            entry = {"step": step, "loss": round(loss.item(), 4), "elapsed_s": round(time.time() - start, 1)}
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+    train_s = time.time() - start
+    val = range(SPLITS["val"].start, SPLITS["val"].start + args.val_n)
+    accuracy = answer_accuracy(model, preprocessor, val, args.device, args.batch)
+    model = model.to("cpu").float().eval()
+    save_checkpoint(model, preprocessor, args.out)
+    record = {
+        "command": "python scripts/train_tiny.py " + " ".join(args.argv),
+        "seed": args.seed,
+        "steps_planned": args.steps,
+        "steps_done": steps_done,
+        "time_cap_bound": steps_done < args.steps,
+        "batch": args.batch,
+        "examples": steps_done * args.batch,
+        "train_seconds": round(train_s, 1),
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "threads": args.threads if args.device == "cpu" else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "val_first_token_accuracy": accuracy,
+        "val_n": args.val_n,
+        "params": sum(p.numel() for p in model.parameters()),
+        "loss_log": log,
+    }
+    (Path(args.out) / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=150)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--val-n", type=int, default=1000)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--max-train-s", type=float, default=0.0, help="stop (and finish the cosine decay) by then")
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else []
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    record = train(args)
+    print(json.dumps({k: v for k, v in record.items() if k != "loss_log"}, indent=2))
+    return 0
