@@ -16,11 +16,13 @@ from typing import Any
 
 import transformers.utils.logging as hf_logging
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from slimvl.api import load
-from slimvl.demo import run_demo
+from slimvl.bench.accuracy import evaluate
 from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
+from slimvl.demo import run_demo
 from slimvl.errors import InputError, SlimvlError
 from slimvl.models.loader import builtin_names
 from slimvl.models.preprocess import load_image
@@ -45,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     # `--debug` is accepted before and after the subcommand; SUPPRESS keeps the subparser from
     # overwriting a `--debug` given before it.
     debug_after = argparse.ArgumentParser(add_help=False)
-    debug_after.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    debug_after.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
-    parser = argparse.ArgumentParser(prog="slimvl", description="Run Qwen3-VL fast and small on a laptop CPU.")
+    parser = argparse.ArgumentParser(
+        prog="slimvl", description="Run Qwen3-VL fast and small on a laptop CPU."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -55,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
     run.add_argument("--image", action="append", required=True, metavar="PATH", help="an image (repeatable)")
     run.add_argument("--prompt", required=True, help="the question")
-    run.add_argument("--recipe", metavar="FILE|NAME", help=f"recipe file or preset ({', '.join(PRESET_NAMES)})")
+    run.add_argument(
+        "--recipe", metavar="FILE|NAME", help=f"recipe file or preset ({', '.join(PRESET_NAMES)})"
+    )
     run.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N")
     run.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
     run.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
@@ -75,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_cmd_recipe_show)
     listing = recipe_commands.add_parser("list", parents=[debug_after], help="the preset names")
     listing.set_defaults(handler=_cmd_recipe_list)
+
+    evaluate = commands.add_parser(
+        "eval", parents=[debug_after], help="exact-match accuracy on synthetic VQA"
+    )
+    evaluate.add_argument("model", nargs="?", default="builtin:tiny", help="default: builtin:tiny")
+    evaluate.add_argument("--recipe", metavar="FILE|NAME", help="recipe file or preset")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument(
+        "--n", type=_positive_int, default=1000, metavar="N", help="questions (default 1000)"
+    )
+    evaluate.add_argument(
+        "--blind", action="store_true", help="blank images: the model must fall to guessing"
+    )
+    evaluate.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    evaluate.set_defaults(handler=_cmd_eval)
 
     demo = commands.add_parser("demo", parents=[debug_after], help="answer a few synthetic questions")
     demo.add_argument("--out", type=Path, help="where the demo images go (default: out/demo)")
@@ -114,7 +138,8 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # Cheap checks first: a bad prompt, image or recipe fails before the model loads.
+    # Cheap checks first: a bad prompt, image or recipe fails before the model loads (`load` checks
+    # that the recipe's optimizations are built before it loads the model).
     if not args.prompt.strip():
         raise InputError("the prompt is empty")
     images = [load_image(path) for path in args.image]
@@ -125,9 +150,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_run_record(args.model, recipe, answer.text, metrics)))
         return 0
-    console = Console(highlight=False)
-    console.print(answer.text, markup=False)
-    console.print(_stage_table(metrics, title=f"{args.model} · recipe {recipe.name}"))
+    print(answer.text)
+    Console(highlight=False).print(
+        _stage_table(metrics, title=escape(f"{args.model} · recipe {recipe.name}"))
+    )
     return 0
 
 
@@ -153,7 +179,10 @@ def _stage_table(metrics: RequestMetrics, title: str) -> Table:
     table.add_row("time to first token", f"{metrics.ttft_ms:.1f}")
     tok_s = metrics.decode_tok_s
     table.add_row("decode tok/s", "-" if tok_s is None else f"{tok_s:.1f}")
-    table.add_row("tokens (prompt / visual / new)", f"{metrics.prompt_tokens} / {metrics.visual_tokens} / {metrics.new_tokens}")
+    table.add_row(
+        "tokens (prompt / visual / new)",
+        f"{metrics.prompt_tokens} / {metrics.visual_tokens} / {metrics.new_tokens}",
+    )
     table.add_row("peak RSS MB", f"{metrics.peak_rss_bytes / 1e6:.0f}")
     return table
 
@@ -178,7 +207,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record))
         return 0
-    table = Table(title=f"{args.model} weights")
+    table = Table(title=escape(f"{args.model} weights"))
     for column in ("group", "dtype", "params", "MB"):
         table.add_column(column, justify="left" if column in ("group", "dtype") else "right")
     for group, cells in groups.items():
@@ -191,6 +220,42 @@ def _cmd_info(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     console.print(table)
     console.print(f"weight bytes read per decode step: {record['decode_bytes_per_token'] / 1e6:.2f} MB")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    recipe = resolve_recipe(args.recipe)
+    slim = load(args.model, recipe, threads=args.threads)
+    result = evaluate(slim, split=args.split, n=args.n, blind=args.blind)
+    record = {"model": args.model, "recipe": recipe.name, **result.to_dict()}
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    low, high = result.ci95
+    table = Table(title=escape(f"{args.model} · recipe {recipe.name} · {args.split} · n={result.n}"))
+    for column in ("question type", "n", "accuracy", "95% CI", "majority baseline"):
+        table.add_column(column, justify="left" if column == "question type" else "right")
+    for qtype, row in result.by_type().items():
+        base = row["majority_baseline"]
+        table.add_row(
+            qtype,
+            str(row["n"]),
+            f"{row['accuracy']:.1%}",
+            f"{row['ci95'][0]:.1%}–{row['ci95'][1]:.1%}",
+            "-" if base is None else f"{base:.1%}",
+        )
+    table.add_section()
+    base = record["majority_baseline"]
+    table.add_row(
+        "overall",
+        str(result.n),
+        f"{result.accuracy:.1%}",
+        f"{low:.1%}–{high:.1%}",
+        "-" if base is None else f"{base:.1%}",
+    )
+    Console(highlight=False).print(table)
+    if args.blind:
+        print("blind check: every image replaced by a blank one")
     return 0
 
 

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import Qwen3VLForConditionalGeneration
 
 from slimvl.errors import ModelLoadError
@@ -96,7 +97,7 @@ def load_checkpoint_dir(path: Path, dtype: torch.dtype, source: str) -> LoadedMo
     try:
         model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
         preprocessor = Preprocessor.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"cannot load checkpoint '{path}': {str(exc).splitlines()[0]}") from exc
     model.eval()
     return LoadedModel(model, preprocessor, source, path)

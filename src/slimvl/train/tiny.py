@@ -21,33 +21,64 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import Qwen3VLForConditionalGeneration
 
-from slimvl.data import ANSWER_VOCABULARY, SPLITS, corpus_texts, make_example
+from slimvl.data import ANSWER_VOCABULARY, COLORS, SHAPES, SPLITS, SceneObject, corpus_texts, make_example
 from slimvl.models.builder import config_from_dict
 from slimvl.models.checkpoint import qwen3vl_image_processor, save_checkpoint, small_config_dict
 from slimvl.models.preprocess import Preprocessor
 from slimvl.models.tokenizer import build_tokenizer, special_token_ids
 
-TINY_SIZES = {"text_hidden": 256, "text_layers": 4, "vision_hidden": 192, "vision_depth": 4, "deepstack": (1, 2, 3)}
+TINY_SIZES = {"text_hidden": 192, "text_layers": 3, "vision_hidden": 128, "vision_depth": 3, "deepstack": (0, 1, 2)}
+# The tiny model sees every image at about 256x256 pixels (64 visual tokens), as its processor config
+# says: 448x448 inputs are resized by the processor, at inference exactly as in training.
+TINY_PIXELS = 256 * 256
 IGNORE = -100
+NONE_LABEL = "none"
+AUX_WEIGHT = 0.5
+_COLOR_INDEX = {name: i for i, name in enumerate(COLORS)}
 
 
 def build_preprocessor() -> Preprocessor:
     # Answers appear alone after "assistant\n", so they are in the corpus alone too: one token each.
     tokenizer = build_tokenizer([*corpus_texts(), *ANSWER_VOCABULARY], vocab_size=1024)
-    return Preprocessor(tokenizer, qwen3vl_image_processor())
+    return Preprocessor(tokenizer, qwen3vl_image_processor(min_pixels=TINY_PIXELS, max_pixels=TINY_PIXELS))
 
 
 def tiny_config(preprocessor: Preprocessor):
     raw = small_config_dict(vocab_size=len(preprocessor.tokenizer), **TINY_SIZES)
     raw["text_config"].update(
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=3,
+        num_key_value_heads=1,
         head_dim=64,
-        intermediate_size=768,
+        intermediate_size=576,
         rope_parameters={**raw["text_config"]["rope_parameters"], "mrope_section": [12, 10, 10]},
     )
-    raw["vision_config"].update(num_heads=3, intermediate_size=768, num_position_embeddings=1024)
+    raw["vision_config"].update(num_heads=2, intermediate_size=512, num_position_embeddings=256)
     return config_from_dict(raw, **special_token_ids(preprocessor.tokenizer))
+
+
+def token_object_labels(
+    objects: list[SceneObject], image_size: tuple[int, int], grid_thw: torch.Tensor, merge: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Color and shape class of the object overlapping each merged visual token most (or "none").
+
+    Dense auxiliary targets for training only: they teach the vision tower what is where long before
+    the answer loss alone would. Token k covers merged-grid cell (k // w, k % w), in processor order.
+    """
+    _, gh, gw = (int(v) for v in grid_thw)
+    rows, cols = gh // merge, gw // merge
+    cell_w, cell_h = image_size[0] / cols, image_size[1] / rows
+    colors = torch.full((rows * cols,), len(COLORS), dtype=torch.long)
+    shapes = torch.full((rows * cols,), len(SHAPES), dtype=torch.long)
+    for k in range(rows * cols):
+        x0, y0 = (k % cols) * cell_w, (k // cols) * cell_h
+        best = 0.0
+        for obj in objects:
+            ox0, oy0, ox1, oy1 = obj.bbox
+            overlap = max(0.0, min(x0 + cell_w, ox1) - max(x0, ox0)) * max(0.0, min(y0 + cell_h, oy1) - max(y0, oy0))
+            if overlap > best:
+                best = overlap
+                colors[k], shapes[k] = _COLOR_INDEX[obj.color], SHAPES.index(obj.shape)
+    return colors, shapes
 
 
 def encode_example(preprocessor: Preprocessor, seed: int) -> dict[str, torch.Tensor]:
@@ -61,7 +92,10 @@ def encode_example(preprocessor: Preprocessor, seed: int) -> dict[str, torch.Ten
     labels = torch.full_like(input_ids, IGNORE)
     labels[-len(target) :] = target
     mm = torch.cat([inputs.mm_token_type_ids[0], torch.zeros_like(target, dtype=torch.int32)])
+    colors, shapes = token_object_labels(example.objects, example.image.size, inputs.image_grid_thw[0])
     return {
+        "aux_colors": colors,
+        "aux_shapes": shapes,
         "input_ids": input_ids,
         "labels": labels,
         "mm_token_type_ids": mm,
@@ -102,7 +136,36 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torc
         "attention_mask": mask,
         "pixel_values": torch.cat([it["pixel_values"] for it in items]),
         "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
+        "aux_colors": torch.cat([it["aux_colors"] for it in items]),
+        "aux_shapes": torch.cat([it["aux_shapes"] for it in items]),
     }
+
+
+def patch_embed_as_linear(module: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The patch embedding's Conv3d (kernel == stride == the whole patch) computed as the linear map it is.
+
+    Same parameters, same result; on a CPU its backward pass is several times faster than the conv's.
+    """
+    weight = module.proj.weight
+    return torch.nn.functional.linear(pixels.to(weight.dtype), weight.view(weight.shape[0], -1), module.proj.bias)
+
+
+class AuxHead(torch.nn.Module):
+    """Training-only classifier on the merged visual tokens (not part of the saved checkpoint)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.colors = torch.nn.Linear(hidden, len(COLORS) + 1)
+        self.shapes = torch.nn.Linear(hidden, len(SHAPES) + 1)
+
+    def loss(self, visual_tokens: torch.Tensor, colors: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
+        ce = torch.nn.functional.cross_entropy
+        return ce(self.colors(visual_tokens.float()), colors) + ce(self.shapes(visual_tokens.float()), shapes)
+
+
+def _one_thread(_worker: int) -> None:
+    """Loader workers run PIL and small tensor ops: one thread each, or they oversubscribe the CPU."""
+    torch.set_num_threads(1)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, time_progress: float = 0.0) -> float:
@@ -122,6 +185,7 @@ def answer_accuracy(model, preprocessor: Preprocessor, seeds: range, device: str
         items = [encode_example(preprocessor, s) for s in range(start, min(start + batch, seeds.stop))]
         b = {k: v.to(device) for k, v in collate(items, preprocessor.tokenizer.pad_token_id).items()}
         labels = b.pop("labels")
+        b.pop("aux_colors"), b.pop("aux_shapes")
         logits = model(**b).logits
         first = (labels != IGNORE).int().argmax(1)  # position of the answer token
         rows = torch.arange(len(items), device=device)
@@ -137,7 +201,13 @@ def train(args: argparse.Namespace) -> dict:
     preprocessor = build_preprocessor()
     model = Qwen3VLForConditionalGeneration(tiny_config(preprocessor)).to(args.device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
+    patch_embed = model.model.visual.patch_embed
+    patch_embed.forward = lambda pixels: patch_embed_as_linear(patch_embed, pixels)
+    aux = AuxHead(model.config.text_config.hidden_size).to(args.device)
+    captured: dict[str, torch.Tensor] = {}
+    hook = model.model.visual.register_forward_hook(lambda _m, _i, out: captured.update(tokens=out.pooler_output))
+    params = [*model.parameters(), *aux.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     if (args.steps + args.workers) * args.batch > len(SPLITS["train"]):
         raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {len(SPLITS['train'])}")
     # Each loader worker batches its own share, so a few spare batches keep every step full.
@@ -148,9 +218,11 @@ def train(args: argparse.Namespace) -> dict:
         num_workers=args.workers,
         collate_fn=lambda items: collate(items, preprocessor.tokenizer.pad_token_id),
         persistent_workers=False,
+        worker_init_fn=_one_thread,
         prefetch_factor=8 if args.workers else None,
     )
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
+    device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.bf16)
     start, log = time.time(), []
     steps_done = 0
     for step, batch in enumerate(loader):
@@ -162,17 +234,26 @@ def train(args: argparse.Namespace) -> dict:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, time_progress)
         steps_done = step + 1
         batch = {k: v.to(args.device, non_blocking=True) for k, v in batch.items()}
+        colors, shapes = batch.pop("aux_colors"), batch.pop("aux_shapes")
         with autocast:
-            loss = model(**batch).loss
+            answer_loss = model(**batch).loss
+            aux_loss = aux.loss(captured["tokens"], colors, shapes)
+        loss = answer_loss + AUX_WEIGHT * aux_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         if step % args.log_every == 0 or step == args.steps - 1:
-            entry = {"step": step, "loss": round(loss.item(), 4), "elapsed_s": round(time.time() - start, 1)}
+            entry = {
+                "step": step,
+                "answer_loss": round(answer_loss.item(), 4),
+                "aux_loss": round(aux_loss.item(), 4),
+                "elapsed_s": round(time.time() - start, 1),
+            }
             log.append(entry)
             print(json.dumps(entry), flush=True)
     train_s = time.time() - start
+    hook.remove()
     val = range(SPLITS["val"].start, SPLITS["val"].start + args.val_n)
     accuracy = answer_accuracy(model, preprocessor, val, args.device, args.batch)
     model = model.to("cpu").float().eval()
@@ -212,6 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--val-n", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
     p.add_argument("--max-train-s", type=float, default=0.0, help="stop (and finish the cosine decay) by then")
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else []

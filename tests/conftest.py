@@ -1,0 +1,42 @@
+"""Shared fixtures: one small random checkpoint on disk per session, and test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from slimvl.models.checkpoint import write_random_checkpoint
+from slimvl.models.loader import LoadedModel, load_model
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random Qwen3-VL checkpoint directory, written once per session."""
+    return write_random_checkpoint(tmp_path_factory.mktemp("checkpoint") / "random")
+
+
+@pytest.fixture(scope="session")
+def small_model(small_checkpoint: Path) -> LoadedModel:
+    """The small checkpoint loaded once (fp32); tests must not modify it."""
+    return load_model(str(small_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def square_image() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def tall_image() -> Image.Image:
+    """Non-square: 320 wide, 512 high."""
+    return Image.fromarray(np.random.default_rng(1).integers(0, 256, (512, 320, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def image_file(tmp_path: Path, square_image: Image.Image) -> Path:
+    path = tmp_path / "square.png"
+    square_image.save(path)
+    return path
