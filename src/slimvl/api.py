@@ -13,11 +13,18 @@ from slimvl.errors import SlimvlError
 from slimvl.models.loader import LoadedModel, load_model
 from slimvl.models.preprocess import load_image
 from slimvl.pipeline import Answer, Pipeline
+from slimvl.sparsify import make_sparsifier
 
 # Recipe section -> function that applies it to a loaded model and returns the sparsifier it installs
 # (or None). A section without a handler is not built yet: asking for it is an error, never a no-op.
 OptimizationHandler = Callable[[LoadedModel, object], object]
-HANDLERS: dict[str, OptimizationHandler] = {}
+
+
+def _sparsification(loaded: LoadedModel, config: object) -> object:
+    return make_sparsifier(loaded.model, config, loaded.preprocessor.tokenizer.all_special_ids)
+
+
+HANDLERS: dict[str, OptimizationHandler] = {"sparsification": _sparsification}
 
 
 class NotBuiltError(SlimvlError):

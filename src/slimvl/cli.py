@@ -21,6 +21,10 @@ from rich.table import Table
 
 from slimvl.api import load
 from slimvl.bench.accuracy import evaluate
+from slimvl.bench.harness import DEFAULT_BANDWIDTH_BYTES, BenchOptions, exit_code, run_bench, write_outputs
+from slimvl.bench.printers import print_report
+from slimvl.bench.profiles import PROFILE_NAMES
+from slimvl.bench.rows import PEER_NAMES, parse_peers
 from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
 from slimvl.demo import run_demo
 from slimvl.errors import InputError, SlimvlError
@@ -41,6 +45,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"got {value}, allowed: an integer >= 1")
     return value
+
+
+def _peer_list(text: str) -> list[str]:
+    try:
+        return parse_peers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +110,48 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.set_defaults(handler=_cmd_eval)
+
+    bench = commands.add_parser(
+        "bench", parents=[debug_after], help="measure recipes and peers side by side (standard scenario)"
+    )
+    bench.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    bench.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="FILE|NAME",
+        help="a slimvl row (repeatable; default none)",
+    )
+    bench.add_argument(
+        "--peers",
+        type=_peer_list,
+        default=[],
+        metavar="LIST",
+        help=f"comma-separated: {', '.join(PEER_NAMES)}",
+    )
+    bench.add_argument(
+        "--runs", type=_positive_int, default=5, metavar="N", help="measured runs per row (default 5)"
+    )
+    bench.add_argument(
+        "--threads", type=_positive_int, metavar="T", help="threads per row (default: physical cores)"
+    )
+    bench.add_argument("--profile", choices=PROFILE_NAMES, default="native", help="ISA caps of a target CPU")
+    bench.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N")
+    bench.add_argument("--json-out", type=Path, metavar="FILE")
+    bench.add_argument("--md-out", type=Path, metavar="FILE")
+    bench.add_argument("--plot", type=Path, metavar="FILE", help="PNG")
+    bench.add_argument(
+        "--bandwidth-bytes",
+        type=_positive_int,
+        default=DEFAULT_BANDWIDTH_BYTES,
+        metavar="B",
+        help="buffer of the read bandwidth measurement (default 2 GiB)",
+    )
+    bench.add_argument("--ablation", action="store_true", help="the seed's table: base, int8, ..., all")
+    bench.add_argument(
+        "--accuracy-n", type=_positive_int, default=1000, metavar="N", help="ablation accuracy questions"
+    )
+    bench.set_defaults(handler=_cmd_bench)
 
     demo = commands.add_parser("demo", parents=[debug_after], help="answer a few synthetic questions")
     demo.add_argument("--out", type=Path, help="where the demo images go (default: out/demo)")
@@ -267,6 +320,25 @@ def _cmd_recipe_show(args: argparse.Namespace) -> int:
 def _cmd_recipe_list(args: argparse.Namespace) -> int:
     print("\n".join(PRESET_NAMES))
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    options = BenchOptions(
+        model=args.model,
+        recipes=args.recipe,
+        peers=args.peers,
+        runs=args.runs,
+        threads=args.threads,
+        profile=args.profile,
+        max_new_tokens=args.max_new_tokens,
+        bandwidth_bytes=args.bandwidth_bytes,
+        ablation=args.ablation,
+        accuracy_n=args.accuracy_n,
+    )
+    report = run_bench(options)
+    print_report(report)
+    write_outputs(report, json_out=args.json_out, md_out=args.md_out, plot=args.plot)
+    return exit_code(report)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -13,7 +13,8 @@ from slimvl.models.steps import DecoderSequence, build_sequence, decode_step, en
 from slimvl.models.weights import decode_bytes_per_token, weight_bytes
 from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
 
-# A sparsifier drops visual tokens between the vision encoder and the prefill.
+# A sparsifier drops visual tokens between the vision encoder and the prefill. One that prunes inside the
+# decoder (attention scorer) also has `prefill(model, seq) -> (logits, cache, kept_seq)`, run instead.
 Sparsifier = Callable[[DecoderSequence], DecoderSequence]
 
 
@@ -63,7 +64,11 @@ class Pipeline:
                 if self.sparsifier is not None and visual is not None:
                     seq = self.sparsifier(seq)
             with monitor.stage("prefill"):
-                logits, cache = prefill(self.model, seq)
+                pruning_prefill = getattr(self.sparsifier, "prefill", None) if visual is not None else None
+                if pruning_prefill is not None:
+                    logits, cache, seq = pruning_prefill(self.model, seq)
+                else:
+                    logits, cache = prefill(self.model, seq)
                 token = logits[0, -1].argmax()
                 tokens.append(int(token))
             with monitor.stage("decode"):

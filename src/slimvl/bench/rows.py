@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slimvl.api import missing_optimizations
-from slimvl.bench import openvino
+from slimvl.bench import ov_export
 from slimvl.config import Recipe
 from slimvl.models.loader import BUILTIN_PREFIX
 
@@ -41,8 +41,12 @@ PEERS: dict[str, Peer] = {
         dtype="bf16",
         quantize="torchao-int8",
     ),
-    "openvino-int8": Peer("openvino", "OpenVINO GenAI VLMPipeline, optimum-intel int8 export", weight_format="int8"),
-    "openvino-int4": Peer("openvino", "OpenVINO GenAI VLMPipeline, optimum-intel int4 export", weight_format="int4"),
+    "openvino-int8": Peer(
+        "openvino", "OpenVINO GenAI VLMPipeline, optimum-intel int8 export", weight_format="int8"
+    ),
+    "openvino-int4": Peer(
+        "openvino", "OpenVINO GenAI VLMPipeline, optimum-intel int4 export", weight_format="int4"
+    ),
 }
 PEER_NAMES: tuple[str, ...] = tuple(PEERS)
 
@@ -120,14 +124,14 @@ def not_runnable_reason(row: RowSpec) -> str | None:
     if row.quantize == "torchao-int8" and importlib.util.find_spec("torchao") is None:
         return "torchao is not installed (pip install torchao)"
     if row.kind == "openvino":
-        return openvino.not_runnable_reason()
+        return ov_export.not_runnable_reason()
     return None
 
 
 def worker_argv(row: RowSpec, worker_spec: dict[str, Any]) -> list[str]:
     """The command of the row's worker process; an openvino row is exported (cached) here first."""
     if row.kind == "openvino":
-        model_dir, export_s = openvino.export(row.model, row.weight_format or "int8")
+        model_dir, export_s = ov_export.export(row.model, row.weight_format or "int8")
         worker_spec = {**worker_spec, "model_dir": str(model_dir), "export_s": export_s}
-        return openvino.worker_argv(json.dumps(worker_spec))
+        return ov_export.worker_argv(json.dumps(worker_spec))
     return [sys.executable, "-m", "slimvl.bench.worker", json.dumps(worker_spec)]

@@ -9,6 +9,7 @@ nothing runs twice.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -171,4 +172,4 @@ class HFRunner:
         return run_record(replace(metrics, stages_ms=stages_ms))
 
 
-RUNNERS: dict[str, type[SlimvlRunner] | type[HFRunner]] = {"slimvl": SlimvlRunner, "hf": HFRunner}
+RUNNERS: dict[str, Callable[[dict[str, Any]], Runner]] = {"slimvl": SlimvlRunner, "hf": HFRunner}

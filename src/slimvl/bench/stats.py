@@ -26,7 +26,9 @@ def summarize(values: Iterable[float | None]) -> Summary | None:
     return Summary(statistics.median(measured), min(measured), max(measured), len(measured))
 
 
-def summarize_runs(runs: Sequence[Mapping[str, float | None]], keys: Iterable[str]) -> dict[str, Summary | None]:
+def summarize_runs(
+    runs: Sequence[Mapping[str, float | None]], keys: Iterable[str]
+) -> dict[str, Summary | None]:
     """`summarize` of each key over per-run records (a key missing from a record counts as None)."""
     return {key: summarize(run.get(key) for run in runs) for key in keys}
 

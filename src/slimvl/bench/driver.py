@@ -1,0 +1,162 @@
+"""Drive one worker process per row and interleave their runs: A B C A B C ...
+
+Interleaving spreads the machine's drift (up to 30% between passes on small machines) over every row
+instead of favouring the row that ran first. Workers start one at a time (load + warm-up) and stay
+alive, idle between their runs; a worker that fails marks its row failed and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from slimvl.bench.rows import RowSpec
+
+Progress = Callable[[str], None]
+Launch = Callable[[RowSpec], tuple[list[str], dict[str, str]]]  # row -> (argv, environment)
+
+
+@dataclass
+class RowResult:
+    spec: RowSpec
+    status: str = "ok"  # "ok", "failed", "not runnable" or "not built"
+    error: str | None = None
+    ready: dict[str, Any] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # per run: metrics + "run" + "seq"
+
+    def fail(self, error: str) -> None:
+        self.status, self.error = "failed", error
+
+
+class WorkerError(RuntimeError):
+    """A worker reported an error or died; the message is one line."""
+
+
+class WorkerProcess:
+    """One row's process, spoken to in JSON lines (see `slimvl.bench.worker`)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w", encoding="utf-8")  # closed in close()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env, text=True
+        )
+
+    def _receive(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # not a protocol line
+            if message.get("event") == "error":
+                raise WorkerError(message.get("error") or "unknown worker error")
+            return message
+        raise WorkerError(self._death_note())
+
+    def _death_note(self) -> str:
+        code = self.proc.wait()
+        self._log.flush()
+        lines = [
+            line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()
+        ]
+        return f"worker exited with code {code}" + (f": {lines[-1][:500]}" if lines else "")
+
+    def wait_ready(self) -> dict[str, Any]:
+        return self._receive()
+
+    def run(self, index: int, image: Path) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": "run", "index": index, "image": str(image)}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerError(self._death_note()) from None
+        return self._receive()["metrics"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass  # already gone
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _memory_note(workers: dict[str, WorkerProcess]) -> str:
+    resident = 0
+    for worker in workers.values():
+        try:
+            resident += psutil.Process(worker.proc.pid).memory_info().rss
+        except psutil.Error:
+            continue  # a worker that just died holds no memory
+    memory = psutil.virtual_memory()
+    note = (
+        f"{len(workers)} worker(s) resident together: {resident / 1e9:.2f} GB; "
+        f"{memory.available / 1e9:.2f} GB of {memory.total / 1e9:.2f} GB available"
+    )
+    if memory.available < 0.1 * memory.total:
+        note += " (little memory left: idle workers may be swapped out, which distorts interleaved timings)"
+    return note
+
+
+def run_interleaved(
+    results: Sequence[RowResult],
+    launch: Launch,
+    images: Sequence[Path],
+    progress: Progress,
+    log_dir: Path,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Start a worker per runnable row, then run `images[1:]` in rounds; `images[0]` is the warm-up.
+
+    Returns the order in which runs happened (`seq`, `row`, `run`) and notes for the report.
+    """
+    workers: dict[str, WorkerProcess] = {}
+    order: list[dict[str, Any]] = []
+    try:
+        for number, result in enumerate(results):
+            if result.status != "ok":
+                continue
+            name = result.spec.name
+            progress(f"{name}: starting (load + 1 warm-up run)")
+            try:
+                argv, env = launch(result.spec)
+                workers[name] = WorkerProcess(argv, env, log_dir / f"worker-{number}.log")
+                result.ready = workers[name].wait_ready()
+            except Exception as exc:  # any failure to start is this row's, reported in its status
+                result.fail(str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}")
+                progress(f"{name}: failed: {result.error}")
+                continue
+            progress(f"{name}: ready, loaded in {result.ready.get('load_s', 0.0):.1f} s")
+        notes = [_memory_note(workers)] if workers else []
+        for run in range(1, len(images)):
+            for result in results:
+                name = result.spec.name
+                if result.status != "ok" or name not in workers:
+                    continue
+                seq = len(order)
+                order.append({"seq": seq, "row": name, "run": run})
+                try:
+                    metrics = workers[name].run(run, images[run])
+                except WorkerError as exc:
+                    result.fail(str(exc))
+                    progress(f"{name}: run {run} failed: {exc}")
+                    continue
+                result.runs.append({"run": run, "seq": seq, **metrics})
+                progress(f"{name}: run {run}/{len(images) - 1}: {metrics.get('e2e_s') or 0:.2f} s end to end")
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return order, notes

@@ -1,0 +1,183 @@
+"""`slimvl bench`: build the rows, measure the read bandwidth, drive the workers, assemble the record."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from slimvl.bench import ablation as ablation_mod
+from slimvl.bench.driver import Progress, RowResult, run_interleaved
+from slimvl.bench.files import write_text_atomic
+from slimvl.bench.plot import write_plot
+from slimvl.bench.printers import markdown
+from slimvl.bench.profiles import Profile, get_profile
+from slimvl.bench.report import build_report, succeeded
+from slimvl.bench.rows import (
+    RowSpec,
+    check_unique_names,
+    not_built,
+    not_runnable_reason,
+    peer_row,
+    slimvl_row,
+    worker_argv,
+)
+from slimvl.bench.scenario import Scenario
+from slimvl.config import resolve_recipe
+from slimvl.errors import ModelLoadError
+from slimvl.models.loader import BUILTIN_PREFIX, builtin_names, read_checkpoint_config
+from slimvl.monitor import EnergyMeter, machine_info, measure_read_bandwidth
+from slimvl.monitor.sampler import usable_cpus
+
+DEFAULT_BANDWIDTH_BYTES = 2 * 1024**3
+
+
+@dataclass
+class BenchOptions:
+    model: str
+    recipes: list[str] = field(default_factory=list)  # preset names or recipe files; none: ["none"]
+    peers: list[str] = field(default_factory=list)
+    runs: int = 5
+    threads: int | None = None  # None: the physical cores this process may use
+    profile: str = "native"
+    max_new_tokens: int = 64
+    bandwidth_bytes: int = DEFAULT_BANDWIDTH_BYTES
+    ablation: bool = False
+    accuracy_n: int = 1000
+
+
+def stderr_progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def default_threads() -> int:
+    usable = usable_cpus()
+    return min(usable, psutil.cpu_count(logical=False) or usable)
+
+
+def check_model(model: str) -> None:
+    """Fail before anything is measured on a model reference that cannot exist."""
+    if not model.startswith(BUILTIN_PREFIX):
+        read_checkpoint_config(Path(model))
+    elif model not in builtin_names():
+        raise ModelLoadError(f"unknown model '{model}', builtin models: {', '.join(builtin_names())}")
+
+
+def bench_rows(options: BenchOptions) -> list[RowSpec]:
+    check_model(options.model)
+    if options.ablation:
+        if options.recipes:
+            raise ValueError("--ablation runs the preset rows itself: leave out --recipe")
+        rows = ablation_mod.ablation_rows(options.model)
+    else:
+        rows = [slimvl_row(options.model, resolve_recipe(recipe)) for recipe in options.recipes or ["none"]]
+    rows += [peer_row(options.model, peer) for peer in options.peers]
+    check_unique_names(rows)
+    if get_profile(options.profile).env:
+        for row in rows:
+            if row.kind == "openvino":
+                row.notes.append("native ISA: OpenVINO cannot be capped by the profile")
+    return rows
+
+
+def initial_result(row: RowSpec) -> RowResult:
+    """A row's status before anything runs: not built, not runnable, or ok (to be run)."""
+    missing = not_built(row)
+    if missing:
+        return RowResult(row, status="not built", error=f"missing: {', '.join(missing)}")
+    reason = not_runnable_reason(row)
+    if reason:
+        return RowResult(row, status="not runnable", error=reason)
+    return RowResult(row)
+
+
+def worker_env(threads: int, profile: Profile) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    )
+    env.update(profile.env)
+    return env
+
+
+def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> dict[str, Any]:
+    profile = get_profile(options.profile)
+    threads = options.threads or default_threads()
+    scenario = Scenario(max_new_tokens=options.max_new_tokens)
+    results = [initial_result(row) for row in bench_rows(options)]
+    progress(f"measuring read bandwidth over {options.bandwidth_bytes / 1e6:.0f} MB with {threads} threads")
+    bandwidth = measure_read_bandwidth(options.bandwidth_bytes, threads=threads)
+    energy = EnergyMeter()
+    energy_note = (
+        energy.note
+        if energy.available
+        else f"not measurable here ({energy.reason}); CPU-s/token is the proxy"
+    )
+    env = worker_env(threads, profile)
+    with tempfile.TemporaryDirectory(prefix="slimvl-bench-") as tmp:
+        images = scenario.write_images(Path(tmp), options.runs)
+
+        def launch(row: RowSpec) -> tuple[list[str], dict[str, str]]:
+            spec = {
+                **row.to_dict(),
+                "threads": threads,
+                "question": scenario.question,
+                "max_new_tokens": scenario.max_new_tokens,
+                "warmup_image": str(images[0]),
+            }
+            return worker_argv(row, spec), env
+
+        run_order, notes = run_interleaved(results, launch, images, progress, Path(tmp))
+    machine = {
+        **machine_info(),
+        "read_bandwidth_gbps": bandwidth.gbps,
+        "read_bandwidth": {
+            "method": bandwidth.method,
+            "size_bytes": bandwidth.size_bytes,
+            "threads": bandwidth.threads,
+            "per_method_gbps": bandwidth.per_method,
+        },
+    }
+    report = build_report(
+        model=options.model,
+        scenario=scenario.to_dict(options.runs),
+        runs=options.runs,
+        threads=threads,
+        profile={"name": profile.name, "env": profile.env, "notes": list(profile.notes)},
+        machine=machine,
+        energy_note=energy_note,
+        results=results,
+        run_order=run_order,
+        notes=notes,
+    )
+    if options.ablation:
+        accuracies, report["accuracy_note"] = ablation_mod.measure_accuracy(
+            results, options.accuracy_n, threads, progress
+        )
+        report["ablation"] = ablation_mod.ablation_table(report["rows"], accuracies)
+    return report
+
+
+def write_outputs(
+    report: dict[str, Any], json_out: Path | None = None, md_out: Path | None = None, plot: Path | None = None
+) -> None:
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report, indent=2) + "\n")
+    if md_out is not None:
+        write_text_atomic(md_out, markdown(report))
+    if plot is not None:
+        write_plot(report, plot)
+
+
+def exit_code(report: dict[str, Any], progress: Progress = stderr_progress) -> int:
+    """0 when at least one row ran; every row that did not is named on stderr."""
+    for row in report["rows"]:
+        if row["status"] != "ok":
+            progress(f"{row['name']}: {row['status']}: {row['error']}")
+    return 0 if succeeded(report) else 1

@@ -1,0 +1,152 @@
+"""Printers of the bench record: a rich table for the terminal and Markdown for a file."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+# (row key, column title) of the per-row table; each cell is "median (min–max)".
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("vision_ms", "vision ms"),
+    ("prefill_ms", "prefill ms"),
+    ("ttft_ms", "TTFT ms"),
+    ("decode_tok_s", "decode tok/s"),
+    ("e2e_s", "e2e s"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("cpu_s_per_token", "CPU-s/token"),
+    ("achieved_gbps", "GB/s"),
+    ("bandwidth_pct", "% of read BW"),
+)
+ABLATION_COLUMNS = (
+    "row",
+    "built",
+    "memory reduction (seed)",
+    "speedup e2e (seed)",
+    "speedup decode",
+    "speedup TTFT",
+    "CPU-s/token (seed power)",
+    "accuracy",
+    "Δ accuracy (seed)",
+)
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    size = abs(value)
+    if size >= 100:
+        return f"{value:,.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if size >= 1 else f"{value:.3f}"
+
+
+def cell(row: dict[str, Any], key: str, separator: str = " ") -> str:
+    text = number(row[key])
+    if row["runs"] > 1 and row[key] is not None:
+        text += f"{separator}({number(row[f'{key}_min'])}–{number(row[f'{key}_max'])})"
+    return text
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _seed(entry: dict[str, Any], key: str) -> str:
+    seed = entry["seed_estimate"]
+    return f" (seed {seed[key]})" if seed else ""
+
+
+def row_cells(row: dict[str, Any], separator: str = " ") -> list[str]:
+    weights = row["weight_bytes"]
+    return [
+        row["name"],
+        row["status"],
+        "-" if weights is None else number(weights / 1e6),
+        str(row["threads"]),
+        *(cell(row, key, separator) for key, _ in COLUMNS),
+    ]
+
+
+def ablation_cells(entry: dict[str, Any]) -> list[str]:
+    delta = entry["accuracy_delta"]
+    return [
+        entry["name"],
+        "no" if not entry["built"] else "yes" if entry["status"] == "ok" else f"yes, {entry['status']}",
+        _percent(entry["memory_reduction"]) + _seed(entry, "memory_reduction"),
+        _ratio(entry["speedup_e2e"]) + _seed(entry, "speedup"),
+        _ratio(entry["speedup_decode"]),
+        _ratio(entry["speedup_ttft"]),
+        number(entry["cpu_s_per_token"]) + _seed(entry, "power"),
+        "-" if entry["accuracy"] is None else f"{entry['accuracy']:.1%}",
+        ("-" if delta is None else f"{100 * delta:+.1f} pt") + _seed(entry, "accuracy"),
+    ]
+
+
+def header_lines(report: dict[str, Any]) -> list[str]:
+    machine, profile = report["machine"], report["profile"]
+    lines = [
+        f"model {report['model']} · {report['runs']} runs after 1 warm-up, interleaved · "
+        f"{report['threads']} threads · profile {profile['name']} · "
+        f"{report['scenario']['max_new_tokens']} new tokens, EOS ignored",
+        f"machine: {machine['cpu_model']} · {machine['physical_cores']} cores / {machine['logical_cores']} threads · "
+        f"ISA {', '.join(machine['isa_flags']) or '-'} · read bandwidth {machine['read_bandwidth_gbps']:.1f} GB/s",
+        f"energy: {report['energy_note']}",
+    ]
+    lines += [f"profile: {note}" for note in profile["notes"]]
+    lines += [f"note: {note}" for note in report["notes"]]
+    return lines
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    # A pipe or file gets the whole width; a terminal gets min–max on a second line of each cell.
+    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+    table = Table(title=escape(f"slimvl bench · {report['model']}"))
+    for title in ("row", "status", "weights MB", "threads", *(title for _, title in COLUMNS)):
+        table.add_column(title, justify="left" if title in ("row", "status") else "right")
+    for row in report["rows"]:
+        table.add_row(*(escape(text) for text in row_cells(row, separator="\n")))
+    console.print(table)
+    if report.get("ablation"):
+        ablation = Table(title="ablation: measured (seed estimate)")
+        for title in ABLATION_COLUMNS:
+            ablation.add_column(title, justify="left" if title in ("row", "built") else "right")
+        for entry in report["ablation"]:
+            ablation.add_row(*(escape(text) for text in ablation_cells(entry)))
+        console.print(ablation)
+        console.print(escape(report["accuracy_note"]))
+    for line in header_lines(report):
+        console.print(escape(line))
+    for row in report["rows"]:
+        if row["status"] != "ok":
+            console.print(escape(f"{row['name']}: {row['status']}: {row['error'] or ''}"))
+
+
+def _markdown_table(titles: list[str] | tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(titles) + " |", "|" + "|".join("---" for _ in titles) + "|"]
+    lines += ["| " + " | ".join(text.replace("|", "\\|") for text in row) + " |" for row in rows]
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# slimvl bench · {report['model']}", ""]
+    lines += [f"- {line}" for line in header_lines(report)]
+    titles = ["row", "status", "weights MB", "threads", *(title for _, title in COLUMNS)]
+    lines += ["", *_markdown_table(titles, [row_cells(row) for row in report["rows"]])]
+    failures = [row for row in report["rows"] if row["status"] != "ok"]
+    if failures:
+        lines += ["", *(f"- **{row['name']}**: {row['status']}: {row['error'] or ''}" for row in failures)]
+    if report.get("ablation"):
+        lines += ["", "## Ablation: measured (seed estimate)", ""]
+        lines += _markdown_table(ABLATION_COLUMNS, [ablation_cells(entry) for entry in report["ablation"]])
+        lines += ["", report["accuracy_note"]]
+    lines += ["", "Cells are medians with (min–max) over the runs; see SCHEMA.md for each column."]
+    return "\n".join(lines) + "\n"

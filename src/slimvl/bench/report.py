@@ -1,0 +1,99 @@
+"""One record schema for a bench run (documented in SCHEMA.md); the printers all read this record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from slimvl.bench.driver import RowResult
+from slimvl.bench.stats import Summary, ratio, summarize_runs
+
+SCHEMA_VERSION = 1
+
+# Per-run values summarized per row as median, `*_min` and `*_max`.
+SUMMARY_KEYS = (
+    "vision_ms",
+    "prefill_ms",
+    "ttft_ms",
+    "decode_tok_s",
+    "e2e_s",
+    "peak_rss_mb",
+    "cpu_s_per_token",
+    "achieved_gbps",
+    "bandwidth_pct",
+    "energy_j_per_token",
+)
+
+
+def _with_bandwidth_pct(run: dict[str, Any], read_bandwidth_gbps: float) -> dict[str, Any]:
+    pct = ratio(run.get("achieved_gbps"), read_bandwidth_gbps)
+    return {**run, "bandwidth_pct": None if pct is None else 100 * pct}
+
+
+def row_record(result: RowResult, read_bandwidth_gbps: float, threads: int) -> dict[str, Any]:
+    spec, ready = result.spec, result.ready
+    runs = [_with_bandwidth_pct(run, read_bandwidth_gbps) for run in result.runs]
+    record: dict[str, Any] = {
+        "name": spec.name,
+        "kind": spec.kind,
+        "description": spec.description,
+        "model": spec.model,
+        "recipe": None if spec.recipe is None else spec.recipe.get("name"),
+        "dtype": spec.dtype,
+        "status": result.status,
+        "error": result.error,
+        "runs": len(runs),
+        "threads": threads,
+        "weight_bytes": ready.get("weight_bytes"),
+        "decode_weight_bytes": ready.get("decode_weight_bytes"),
+        "load_s": ready.get("load_s"),
+        "load_peak_rss_mb": ready.get("load_peak_rss_mb"),
+        "export_s": ready.get("export_s"),
+        "cpu_capability": ready.get("cpu_capability"),
+        "notes": list(spec.notes),
+    }
+    summaries: dict[str, Summary | None] = summarize_runs(runs, SUMMARY_KEYS)
+    for key, summary in summaries.items():
+        record[key] = None if summary is None else summary.median
+        record[f"{key}_min"] = None if summary is None else summary.min
+        record[f"{key}_max"] = None if summary is None else summary.max
+    record["per_run"] = runs
+    record["warmup"] = ready.get("warmup")
+    return record
+
+
+def build_report(
+    *,
+    model: str,
+    scenario: dict[str, Any],
+    runs: int,
+    threads: int,
+    profile: dict[str, Any],
+    machine: dict[str, Any],
+    energy_note: str,
+    results: Sequence[RowResult],
+    run_order: list[dict[str, Any]],
+    notes: list[str],
+) -> dict[str, Any]:
+    bandwidth = machine["read_bandwidth_gbps"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "runs": runs,
+        "threads": threads,
+        "profile": profile,
+        "scenario": scenario,
+        "machine": machine,
+        "energy_note": energy_note,
+        "notes": notes,
+        "rows": [row_record(result, bandwidth, threads) for result in results],
+        "run_order": run_order,
+    }
+
+
+def succeeded(report: dict[str, Any]) -> list[str]:
+    return [row["name"] for row in report["rows"] if row["status"] == "ok"]
+
+
+def not_ok(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [row for row in report["rows"] if row["status"] != "ok"]

@@ -1,0 +1,24 @@
+"""Visual token sparsification for Qwen3-VL: score, select, compact (positions and DeepStack kept right)."""
+
+from slimvl.sparsify.lowres import downscale_to_budget, size_for_tokens, visual_tokens_for_size
+from slimvl.sparsify.prefill import prefill_with_attention_pruning
+from slimvl.sparsify.scorers import attention_scores, question_mask, text_guided_scores
+from slimvl.sparsify.select import grid_mask, random_mask, select_visual, top_k_mask
+from slimvl.sparsify.sparsifier import AttentionSparsifier, TokenSparsifier, make_sparsifier
+
+__all__ = [
+    "AttentionSparsifier",
+    "TokenSparsifier",
+    "attention_scores",
+    "downscale_to_budget",
+    "grid_mask",
+    "make_sparsifier",
+    "prefill_with_attention_pruning",
+    "question_mask",
+    "random_mask",
+    "select_visual",
+    "size_for_tokens",
+    "text_guided_scores",
+    "top_k_mask",
+    "visual_tokens_for_size",
+]

@@ -1,0 +1,93 @@
+"""A prefill split at decoder layer `score_layer`: the layers before it see every visual token, the
+attention in that layer picks the visual tokens to keep, and the layers from it on see only those.
+
+Pruned positions also leave the KV cache of the early layers, so every layer's cache holds exactly
+the kept sequence and decoding continues at `seq.next_position` like after a plain prefill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import torch
+from transformers import DynamicCache, Qwen3VLForConditionalGeneration
+from transformers.masking_utils import create_causal_mask
+
+from slimvl.config import SparsificationConfig
+from slimvl.models.steps import DecoderSequence
+from slimvl.sparsify.scorers import attention_scores, question_mask
+from slimvl.sparsify.select import select_visual
+
+
+def run_layers(
+    model: Qwen3VLForConditionalGeneration,
+    hidden: torch.Tensor,
+    seq: DecoderSequence,
+    cache: DynamicCache,
+    layers: range,
+) -> torch.Tensor:
+    """Decoder `layers` (consecutive) over `hidden` at `seq`'s positions, with its DeepStack additions.
+
+    Does what `Qwen3VLTextModel.forward` does for those layers; the causal mask is sized against the
+    cache of the first layer run.
+    """
+    if not layers:
+        return hidden
+    text = model.model.language_model
+    mask = create_causal_mask(
+        config=text.config, inputs_embeds=hidden, attention_mask=None, cache=cache, layer_idx=layers.start
+    )
+    position_embeddings = text.rotary_emb(hidden, seq.position_ids)
+    deepstack = seq.deepstack if bool(seq.visual_mask.any()) else []
+    for i in layers:
+        hidden = text.layers[i](
+            hidden, attention_mask=mask, cache=cache, position_embeddings=position_embeddings
+        )
+        if i < len(deepstack):
+            hidden = text._deepstack_process(hidden, seq.visual_mask, deepstack[i])
+    return hidden
+
+
+def prune_cache(cache: DynamicCache, keep_mask: torch.Tensor, layers: range) -> None:
+    """Drop the sequence positions where `keep_mask` (L,) is False from the keys/values of `layers`."""
+    for i in layers:
+        layer = cache.layers[i]
+        layer.keys = layer.keys[:, :, keep_mask]
+        layer.values = layer.values[:, :, keep_mask]
+
+
+def prefill_with_attention_pruning(
+    model: Qwen3VLForConditionalGeneration,
+    seq: DecoderSequence,
+    config: SparsificationConfig,
+    special_ids: Collection[int] = (),
+) -> tuple[torch.Tensor, DynamicCache, DecoderSequence]:
+    """Prefill that prunes visual tokens by the question's attention in layer `config.score_layer`.
+
+    Returns the last position's logits, the KV cache (every layer holds the kept sequence) and the
+    kept sequence (original MRoPE positions, DeepStack rows and visual mask pruned alike).
+    `special_ids` delimit the question (see `question_mask`).
+    """
+    text = model.model.language_model
+    n_layers = len(text.layers)
+    split = config.score_layer
+    if split >= n_layers:
+        raise ValueError(
+            f"SparsificationConfig.score_layer: got {split}, allowed: an int < {n_layers} (decoder layers)"
+        )
+    cache = DynamicCache(config=text.config)
+    hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, split))
+
+    visual = seq.visual_mask[0]
+    scores = None
+    if config.sparsity_method == "top_k":
+        position_embeddings = text.rotary_emb(hidden, seq.position_ids)
+        question = question_mask(seq, special_ids)
+        scores = attention_scores(text.layers[split], position_embeddings, hidden, question, visual)
+    keep_mask = torch.ones(seq.length, dtype=torch.bool)
+    keep_mask[visual] = select_visual(config, seq.tokens_per_image, seq.position_ids[:, 0, visual], scores)
+
+    kept = seq.keep(keep_mask)
+    prune_cache(cache, keep_mask, range(0, split))
+    hidden = run_layers(model, hidden[:, keep_mask], kept, cache, range(split, n_layers))
+    return model.lm_head(text.norm(hidden[:, -1:])), cache, kept

@@ -1,0 +1,83 @@
+"""The sparsifier the pipeline calls between the vision encoder and the decoder prefill.
+
+Pre-decoder methods (text-guided top-k, random, grid) compact the `DecoderSequence` before the
+prefill. The `attention` scorer needs the decoder itself: its sparsifier leaves the sequence alone and
+offers a `prefill` that the pipeline runs instead of the plain one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import torch
+from transformers import DynamicCache, Qwen3VLForConditionalGeneration
+
+from slimvl.config import SparsificationConfig
+from slimvl.models.steps import DecoderSequence
+from slimvl.sparsify.prefill import prefill_with_attention_pruning
+from slimvl.sparsify.scorers import question_mask, text_guided_scores
+from slimvl.sparsify.select import select_visual
+
+
+class TokenSparsifier:
+    """Drops visual tokens before the decoder: `config.tokens_to_keep(n)` of each image."""
+
+    def __init__(self, config: SparsificationConfig, special_ids: Collection[int] = ()):
+        self.config = config
+        self.special_ids = frozenset(special_ids)
+
+    def keep_mask(self, seq: DecoderSequence) -> torch.Tensor:
+        """(L,) mask of the positions to keep: all text, and the selected visual tokens."""
+        visual = seq.visual_mask[0]
+        scores = None
+        if self.config.sparsity_method == "top_k":
+            scores = text_guided_scores(seq, question_mask(seq, self.special_ids))
+        mask = torch.ones(seq.length, dtype=torch.bool)
+        mask[visual] = select_visual(
+            self.config, seq.tokens_per_image, seq.position_ids[:, 0, visual], scores
+        )
+        return mask
+
+    def __call__(self, seq: DecoderSequence) -> DecoderSequence:
+        if self.config.sparsity_ratio == 0 or not bool(seq.visual_mask.any()):
+            return seq
+        return seq.keep(self.keep_mask(seq))
+
+
+class AttentionSparsifier:
+    """Prunes inside the prefill by the question's attention in decoder layer `config.score_layer`.
+
+    Calling it returns the sequence unchanged; the pipeline must run `prefill` instead of the plain
+    prefill. It returns the logits, the cache and the kept sequence (for metrics and decoding).
+    """
+
+    def __init__(self, config: SparsificationConfig, special_ids: Collection[int] = ()):
+        self.config = config
+        self.special_ids = frozenset(special_ids)
+
+    def __call__(self, seq: DecoderSequence) -> DecoderSequence:
+        return seq
+
+    def prefill(
+        self, model: Qwen3VLForConditionalGeneration, seq: DecoderSequence
+    ) -> tuple[torch.Tensor, DynamicCache, DecoderSequence]:
+        return prefill_with_attention_pruning(model, seq, self.config, self.special_ids)
+
+
+def make_sparsifier(
+    model: Qwen3VLForConditionalGeneration, config: SparsificationConfig, special_ids: Collection[int] = ()
+) -> TokenSparsifier | AttentionSparsifier:
+    """The sparsifier for `config` on `model`; `special_ids` (the tokenizer's) delimit the question.
+
+    The attention scorer only matters for `top_k` with a ratio above 0; otherwise the pre-decoder path
+    serves (ratio 0 is the identity). An attention `score_layer` is checked against the model's depth here.
+    """
+    if config.scorer == "attention" and config.sparsity_method == "top_k" and config.sparsity_ratio > 0:
+        n_layers = model.config.text_config.num_hidden_layers
+        if config.score_layer >= n_layers:
+            raise ValueError(
+                f"SparsificationConfig.score_layer: got {config.score_layer}, "
+                f"allowed: an int < {n_layers} (the model's decoder layers)"
+            )
+        return AttentionSparsifier(config, special_ids)
+    return TokenSparsifier(config, special_ids)
