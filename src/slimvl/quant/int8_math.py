@@ -58,7 +58,9 @@ def affine_qparams(lo: torch.Tensor, hi: torch.Tensor, qmax: int) -> tuple[torch
     return scale, zero_point
 
 
-def quantize_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmax: int) -> torch.Tensor:
+def quantize_affine(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmax: int
+) -> torch.Tensor:
     """``clamp(round(x / scale) + zero_point, 0, qmax)`` as uint8 (values outside the range saturate)."""
     return (torch.round(x / scale) + zero_point).clamp_(0, qmax).to(torch.uint8)
 
@@ -107,7 +109,9 @@ def smooth_scales(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float) 
     return torch.where(usable & torch.isfinite(s) & (s > 0), s, torch.ones_like(s))
 
 
-def int8_matmul_accumulate(xq: torch.Tensor, x_zero_point: torch.Tensor | int, wq: torch.Tensor) -> torch.Tensor:
+def int8_matmul_accumulate(
+    xq: torch.Tensor, x_zero_point: torch.Tensor | int, wq: torch.Tensor
+) -> torch.Tensor:
     """Exact ``Σ_k (xq[m, k] − zp) · wq[n, k]`` in int64 (M, N): what an int32 accumulator must hold."""
     return (xq.to(torch.int64) - torch.as_tensor(x_zero_point, dtype=torch.int64)) @ wq.to(torch.int64).T
 

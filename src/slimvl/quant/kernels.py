@@ -14,15 +14,14 @@ scales (N,). Given an ``ActQuant`` the activations are uint8 per tensor, whateve
 
 The two weight-only kernels quantize and dequantize the activations first when given an ``ActQuant``,
 so a module computes the same W8A8 function whichever kernel the machine picked. ``torch._int_mm`` is
-deliberately absent: on a CPU without VNNI it is a naive scalar loop.
+deliberately absent: on a CPU without VNNI it is a naive scalar loop. ``select.py`` measures and picks.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,6 @@ import torch.nn.functional as F
 from slimvl.quant.int8_math import affine_qparams, dequantize_affine, dequantize_per_channel, quantize_affine
 
 _DEQUANT_CHUNK_ELEMENTS = 1 << 22  # rows dequantized at once: at most 16 MB of fp32
-_TIE_TOLERANCE = 1.05  # kernels within 5% at the deciding batch size are tied
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,9 @@ def _fbgemm_run(state: Any, x: torch.Tensor, act: ActQuant | None) -> torch.Tens
     # fbgemm quantizes to the full [0, 255] range: clamp first so no code exceeds qmax.
     lo, hi = -act.zero_point * act.scale, (act.qmax - act.zero_point) * act.scale
     x = x.clamp(lo, hi)
-    return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(x, act.scale, act.zero_point, state)
+    return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+        x, act.scale, act.zero_point, state
+    )
 
 
 def _fbgemm_unpack(state: Any) -> torch.Tensor:
@@ -176,7 +176,12 @@ def _probe(kernel_name: str, act: ActQuant | None) -> bool:
 
 @functools.cache
 def _fbgemm_available() -> bool:
-    ops = ("linear_prepack", "linear_dynamic", "linear_unpack", "linear_with_input_q_dq_qweight_dq_output_fp32")
+    ops = (
+        "linear_prepack",
+        "linear_dynamic",
+        "linear_unpack",
+        "linear_with_input_q_dq_qweight_dq_output_fp32",
+    )
     if not all(hasattr(torch.ops.quantized, op) for op in ops):
         return False
     if torch.backends.quantized.engine not in ("fbgemm", "x86"):
@@ -203,7 +208,9 @@ KERNELS: dict[str, LinearKernel] = {
         LinearKernel(
             "fbgemm_dynamic", False, True, _fbgemm_available, _fbgemm_prepare, _fbgemm_run, _fbgemm_unpack
         ),
-        LinearKernel("onednn_w8a8", False, True, _onednn_available, _onednn_prepare, _onednn_run, _onednn_unpack),
+        LinearKernel(
+            "onednn_w8a8", False, True, _onednn_available, _onednn_prepare, _onednn_run, _onednn_unpack
+        ),
         LinearKernel(
             "int8pack_bf16",
             True,
@@ -229,79 +236,3 @@ def usable_kernels(shape: tuple[int, int], act: ActQuant | None, allow_copies: b
         and k.supports(*shape)
         and k.available()
     ]
-
-
-@dataclass(frozen=True)
-class KernelChoice:
-    name: str
-    timings_ms: dict[str, dict[int, float]]  # kernel -> {batch size M: fastest ms}
-
-
-_CACHE: dict[tuple[Any, ...], KernelChoice] = {}
-
-
-def clear_selection_cache() -> None:
-    _CACHE.clear()
-
-
-def time_kernel(
-    kernel: LinearKernel, state: Any, x: torch.Tensor, act: ActQuant | None, repeats: int
-) -> float:
-    """Fastest of ``repeats`` calls of ``run`` in ms, after one warm-up call.
-
-    The minimum, not the median: other processes only ever add time, and on a busy 2-core machine
-    the median of a sub-millisecond call measures the scheduler, not the kernel.
-    """
-    kernel.run(state, x, act)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        kernel.run(state, x, act)
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
-
-
-def select_kernel(
-    shape: tuple[int, int],
-    act: ActQuant | None,
-    candidates: Sequence[str] | None = None,
-    batch_sizes: Sequence[int] = (1, 256),
-    repeats: int = 5,
-    dtype: torch.dtype = torch.float32,
-    weight: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> KernelChoice:
-    """Measure the usable ``candidates`` on an (N, K) = ``shape`` layer and pick the fastest.
-
-    The first batch size decides (M=1 for decoder layers, which decode runs once per token); kernels
-    within 5% of the best there are ranked by the next one (M=256: prefill). One kernel per layer,
-    not one per phase: a second packed copy of the weight would cost its memory. Random data unless
-    ``weight`` (q, scale) is given; results are cached per shape, dtype, activation kind, candidates.
-    """
-    usable = usable_kernels(shape, act)
-    names = [n for n in (candidates or KERNELS) if n in usable]
-    if not names:
-        names = [FALLBACK]
-    act_key = None if act is None else (act.kind, act.qmax)
-    key = (tuple(shape), dtype, act_key, tuple(names), tuple(batch_sizes))
-    if key in _CACHE:
-        return _CACHE[key]
-    n_out, n_in = shape
-    if weight is None:
-        generator = torch.Generator().manual_seed(0)
-        q = torch.randint(-127, 128, (n_out, n_in), dtype=torch.int8, generator=generator)
-        weight = q, torch.rand(n_out, generator=generator) * 1e-2 + 1e-3
-    timings: dict[str, dict[int, float]] = {}
-    for name in names:
-        kernel = KERNELS[name]
-        state = kernel.prepare(*weight)
-        timings[name] = {
-            m: time_kernel(kernel, state, torch.randn(m, n_in).to(dtype), act, repeats) for m in batch_sizes
-        }
-        del state
-    deciding = batch_sizes[0]
-    best = min(t[deciding] for t in timings.values())
-    tied = [n for n in names if timings[n][deciding] <= best * _TIE_TOLERANCE]
-    rank_at = batch_sizes[1] if len(batch_sizes) > 1 else deciding
-    choice = KernelChoice(min(tied, key=lambda n: timings[n][rank_at]), timings)
-    _CACHE[key] = choice
-    return choice

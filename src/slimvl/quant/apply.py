@@ -1,0 +1,238 @@
+"""Quantize a Qwen3-VL model in place per an ``INT8QuantizationConfig``; rebuild one from a saved plan."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from slimvl.config import INT8QuantizationConfig
+from slimvl.monitor.machine import machine_info
+from slimvl.quant.calibrate import run_calibration
+from slimvl.quant.embedding import Int8Embedding, TiedInt8LMHead
+from slimvl.quant.int8_math import activation_qmax, smooth_scales
+from slimvl.quant.kernels import KERNELS, ActQuant, usable_kernels
+from slimvl.quant.linear import Int8Linear
+from slimvl.quant.plan import ModulePlan, QuantPlan
+from slimvl.quant.select import KernelChoice, select_kernel
+from slimvl.quant.targets import fold_smoothing, select_linears, smooth_groups
+
+EMBEDDING = "model.language_model.embed_tokens"
+LM_HEAD = "lm_head"
+
+Timings = dict[str, dict[str, dict[str, float]]]
+
+
+def quantize_model(
+    model: nn.Module, config: INT8QuantizationConfig, calibration_feed: Callable[[], None] | None = None
+) -> QuantPlan:
+    """Quantize ``model`` (a ``Qwen3VLForConditionalGeneration``) in place and return the plan.
+
+    Calibration (``calibration_feed()`` runs the calibration requests through the model) is needed for
+    ``static`` mode and for SmoothQuant. SmoothQuant folds its factors into the preceding norm (q/k/v
+    share ``input_layernorm``, gate/up share ``post_attention_layernorm``, vision qkv/fc1 their block's
+    norms) or into ``up_proj`` for ``down_proj``, at no run-time cost; other linears divide their input
+    at run time. The tied ``lm_head`` reads the int8 embedding table, weight-only; an untied one becomes
+    a weight-only ``Int8Linear``. Kernels are measured per layer shape; vision layers are timed at M=256
+    only (they never run one row), decoder layers at M=1 then M=256, lm_head at M=1 (it sees the last
+    position only).
+    """
+    mode, alpha = config.quantization_mode, config.smoothquant_alpha
+    if alpha is not None and mode == "weight_only":
+        raise ValueError(
+            "smoothquant_alpha: SmoothQuant needs quantized activations (mode 'static' or 'dynamic')"
+        )
+    targets = select_linears(model, config)
+    stats = {}
+    if targets and (mode == "static" or alpha is not None):
+        if calibration_feed is None:
+            raise ValueError(f"mode {mode!r} with smoothquant_alpha={alpha} needs calibration data (a feed)")
+        stats = run_calibration(targets, calibration_feed)
+    smoothing = _migrate_outliers(model, targets, stats, alpha) if alpha is not None else {}
+    timings: Timings = defaultdict(dict)
+    plans: dict[str, ModulePlan] = {}
+    for name in list(targets):
+        linear = targets.pop(name)  # drop our reference: each fp32 weight is freed once replaced
+        s, how = smoothing.get(name, (None, None))
+        act_range = stats[name].tensor_range(s) if mode == "static" else None
+        shape = (linear.out_features, linear.in_features)
+        act = _act_quant(mode, config.reduce_range)
+        choice = _select(shape, act, _batch_sizes(name), timings)
+        module = Int8Linear.from_linear(
+            linear,
+            mode,
+            choice,
+            smooth=s if how == "runtime" else None,
+            act_range=act_range,
+            reduce_range=config.reduce_range,
+        )
+        model.set_submodule(name, module)
+        plans[name] = ModulePlan("linear", mode, choice, shape, linear.bias is not None, how, act_range)
+    if config.quantize_embeddings:
+        plans.update(_quantize_embeddings(model, timings))
+    prepare_kernels(model)
+    calibration = {
+        name: {
+            "tokens": st.tokens,
+            "absmax": float(st.channel_absmax.max()),
+            "abs_percentile": st.abs_percentile,
+        }
+        for name, st in stats.items()
+    }
+    return QuantPlan(dataclasses.asdict(config), plans, dict(timings), _machine(), calibration)
+
+
+def _migrate_outliers(
+    model: nn.Module, targets: dict[str, nn.Linear], stats: dict, alpha: float
+) -> dict[str, tuple[torch.Tensor, str]]:
+    """SmoothQuant: {linear name: (factors s, "folded" | "runtime")}; folds are applied to the model."""
+    out = {}
+    for group in smooth_groups(model, targets):
+        linears = [targets[n] for n in group.linears]
+        weight = torch.cat([lin.weight.detach().float() for lin in linears])
+        s = smooth_scales(stats[group.linears[0]].channel_absmax, weight, alpha)
+        fold_smoothing(model.get_submodule(group.source), linears, s)
+        out.update({n: (s, "folded") for n in group.linears})
+    for name, linear in targets.items():
+        if name not in out:
+            out[name] = (smooth_scales(stats[name].channel_absmax, linear.weight, alpha), "runtime")
+    return out
+
+
+def _quantize_embeddings(model: nn.Module, timings: Timings) -> dict[str, ModulePlan]:
+    embedding = model.get_submodule(EMBEDDING)
+    head = model.get_submodule(LM_HEAD)
+    tied = head.weight.data_ptr() == embedding.weight.data_ptr()
+    table = Int8Embedding.from_embedding(embedding)
+    model.set_submodule(EMBEDDING, table)
+    shape = (table.num_embeddings, table.embedding_dim)
+    plans = {EMBEDDING: ModulePlan("embedding", "weight_only", None, shape)}
+    if tied:
+        kernel = _select(shape, None, (1,), timings, copies=False, weight=(table.qweight, table.scale))
+        model.set_submodule(LM_HEAD, TiedInt8LMHead(table, kernel))
+        plans[LM_HEAD] = ModulePlan("lm_head", "weight_only", kernel, shape, tied_to=EMBEDDING)
+    else:
+        kernel = _select(shape, None, (1,), timings)
+        model.set_submodule(LM_HEAD, Int8Linear.from_linear(head, "weight_only", kernel))
+        plans[LM_HEAD] = ModulePlan("linear", "weight_only", kernel, shape, head.bias is not None)
+    return plans
+
+
+def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
+    """Swap EMPTY quantized modules into the unquantized ``model`` (typically built on the meta device)
+    per ``plan``, ready for ``load_quantized_state_dict``. A planned kernel this machine lacks is replaced by one
+    measured here; the plan actually applied is returned."""
+    reduce_range = bool(plan.config.get("reduce_range", True))
+    timings: Timings = defaultdict(dict)
+    applied = {}
+    ordered = sorted(plan.modules.items(), key=lambda item: item[1].kind != "embedding")  # tables first
+    for name, mp in ordered:
+        old = model.get_submodule(name)
+        device = old.weight.device
+        kernel = mp.kernel
+        if mp.kind == "embedding":
+            new: nn.Module = Int8Embedding(*mp.shape, dtype=old.weight.dtype, device=device)
+        elif mp.kind == "lm_head":
+            if kernel not in usable_kernels(mp.shape, None, allow_copies=False):
+                kernel = _select(mp.shape, None, (1,), timings, copies=False)
+            new = TiedInt8LMHead(model.get_submodule(mp.tied_to), kernel)
+        else:
+            act = _act_quant(mp.mode, reduce_range)
+            if kernel not in usable_kernels(mp.shape, act):
+                kernel = _select(mp.shape, act, _batch_sizes(name), timings)
+            out_features, in_features = mp.shape
+            new = Int8Linear(
+                in_features,
+                out_features,
+                bias=mp.bias,
+                mode=mp.mode,
+                kernel=kernel,
+                smooth=mp.smooth == "runtime",
+                reduce_range=reduce_range,
+                device=device,
+            )
+        model.set_submodule(name, new)
+        applied[name] = dataclasses.replace(mp, kernel=kernel)
+    merged = {**plan.kernel_timings, **timings}
+    return dataclasses.replace(plan, modules=applied, kernel_timings=merged, machine=_machine())
+
+
+def load_quantized_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict(assign=True, strict=True)`` that accepts a state dict saved without duplicates:
+    a key missing because it names the same tensor as another key (a tied table) is filled from it."""
+    full = dict(state_dict)
+    aliases = defaultdict(list)
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        aliases[id(tensor)].append(key)
+    for keys in aliases.values():
+        present = [k for k in keys if k in full]
+        for key in keys:
+            if present and key not in full:
+                full[key] = full[present[0]]
+    model.load_state_dict(full, assign=True, strict=True)
+
+
+def deduplicated_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict`` with each stored tensor once (tied tables appear under their first name only)."""
+    out, seen = {}, set()
+    for key, tensor in model.state_dict().items():
+        ident = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.dtype,
+        )
+        if tensor.device.type != "meta" and ident in seen:
+            continue
+        seen.add(ident)
+        out[key] = tensor
+    return out
+
+
+def prepare_kernels(model: nn.Module) -> None:
+    """Pack every quantized module's weight now (releasing plain copies a kernel replaced)."""
+    for module in model.modules():
+        if isinstance(module, (Int8Linear, TiedInt8LMHead)):
+            module.prepare()
+
+
+def _act_quant(mode: str, reduce_range: bool) -> ActQuant | None:
+    """The activation quantization kernels are timed with (a static layer's own scale is irrelevant)."""
+    if mode == "weight_only":
+        return None
+    scale = 1 / 64 if mode == "static" else None
+    return ActQuant(activation_qmax(reduce_range), scale, 64 if scale else 0)
+
+
+def _batch_sizes(name: str) -> tuple[int, ...]:
+    return (256,) if name.startswith("model.visual.") else (1, 256)
+
+
+def _select(
+    shape: tuple[int, int],
+    act: ActQuant | None,
+    batch_sizes: tuple[int, ...],
+    timings: Timings,
+    copies: bool = True,
+    weight: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> str:
+    candidates = usable_kernels(shape, act, allow_copies=copies)
+    choice: KernelChoice = select_kernel(shape, act, candidates, batch_sizes=batch_sizes, weight=weight)
+    kind = "weight_only" if act is None else act.kind
+    timings[f"{kind} {shape[0]}x{shape[1]}"] = {
+        kernel: {f"M={m}": round(ms, 4) for m, ms in per_m.items()}
+        for kernel, per_m in choice.timings_ms.items()
+    }
+    return choice.name
+
+
+def _machine() -> dict:
+    info = machine_info()
+    info["quantized_engine"] = torch.backends.quantized.engine
+    info["int8_kernels_available"] = [name for name, k in KERNELS.items() if k.available()]
+    info["env"] = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    return info
