@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import slimvl
-from slimvl import api
+from slimvl import api, optimizations
 from slimvl.config import preset
 from slimvl.errors import InputError, ModelLoadError
 
@@ -46,7 +46,7 @@ def _must_not_load(*args: object, **kwargs: object) -> None:
 
 
 def test_recipe_without_handler_is_not_built(monkeypatch: pytest.MonkeyPatch, small_checkpoint: Path) -> None:
-    monkeypatch.delitem(api.HANDLERS, "int8", raising=False)
+    monkeypatch.delitem(optimizations.OPTIMIZATIONS, "int8", raising=False)
     monkeypatch.setattr(api, "load_model", _must_not_load)  # the recipe is checked first
     with pytest.raises(api.NotBuiltError, match="'int8' asks for int8: not built"):
         slimvl.load(str(small_checkpoint), "int8")

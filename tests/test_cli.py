@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from slimvl import api
+from slimvl import api, optimizations
 from slimvl.api import missing_optimizations
 from slimvl.cli import main
 from slimvl.config import PRESET_NAMES, Recipe, preset
@@ -211,7 +211,7 @@ def test_recipe_not_built_is_a_user_error(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delitem(api.HANDLERS, "int8", raising=False)
+    monkeypatch.delitem(optimizations.OPTIMIZATIONS, "int8", raising=False)
     assert main([*_run_args(small_checkpoint, image_file), "--recipe", "int8"]) == 2
     assert capsys.readouterr().err.startswith("slimvl: error: recipe 'int8' asks for int8")
 

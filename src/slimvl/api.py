@@ -1,38 +1,32 @@
-"""The public verbs: `load` a model (with a recipe), `generate` an answer, `optimize` a model."""
+"""The public verbs: `load` a model (with a recipe), `generate` an answer, `optimize` a model to a directory."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelerate import init_empty_weights
 from PIL import Image
+from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-from slimvl.config import SECTIONS, Recipe, resolve_recipe
-from slimvl.errors import SlimvlError
-from slimvl.models.loader import LoadedModel, load_model
-from slimvl.models.preprocess import load_image
+from slimvl.config import Recipe, resolve_recipe
+from slimvl.errors import ModelLoadError
+from slimvl.models.loader import LoadedModel, load_model, read_checkpoint_config
+from slimvl.models.preprocess import Preprocessor, load_image
+from slimvl.optimizations import (
+    Calibration,
+    NotBuiltError,
+    apply_recipe,
+    check_built,
+    missing_optimizations,
+    rebuild_modules,
+    runtime_sparsifier,
+)
+from slimvl.optimized import is_optimized_dir, load_weights, read_manifest, write_optimized
 from slimvl.pipeline import Answer, Pipeline
-from slimvl.sparsify import make_sparsifier
+from slimvl.quant import deduplicated_state_dict, load_quantized_state_dict, prepare_kernels
 
-# Recipe section -> function that applies it to a loaded model and returns the sparsifier it installs
-# (or None). A section without a handler is not built yet: asking for it is an error, never a no-op.
-OptimizationHandler = Callable[[LoadedModel, object], object]
-
-
-def _sparsification(loaded: LoadedModel, config: object) -> object:
-    return make_sparsifier(loaded.model, config, loaded.preprocessor.tokenizer.all_special_ids)
-
-
-HANDLERS: dict[str, OptimizationHandler] = {"sparsification": _sparsification}
-
-
-class NotBuiltError(SlimvlError):
-    """The recipe asks for an optimization this version does not have."""
-
-
-def missing_optimizations(recipe: Recipe) -> list[str]:
-    return [key for key in SECTIONS if getattr(recipe, key) is not None and key not in HANDLERS]
+__all__ = ["NotBuiltError", "SlimModel", "generate", "load", "missing_optimizations", "optimize"]
 
 
 @dataclass
@@ -42,6 +36,7 @@ class SlimModel:
     loaded: LoadedModel
     recipe: Recipe
     pipeline: Pipeline
+    plans: dict
 
     def generate(
         self,
@@ -55,20 +50,75 @@ class SlimModel:
 
 
 def load(
-    model_ref: str, recipe: str | Recipe | None = None, dtype: str = "fp32", threads: int | None = None
+    model_ref: str | Path,
+    recipe: str | Recipe | None = None,
+    dtype: str = "fp32",
+    threads: int | None = None,
+    calibration: Calibration | None = None,
 ) -> SlimModel:
-    """Load `model_ref` (a checkpoint directory or a builtin) and apply `recipe` (a preset name or file)."""
+    """Load a checkpoint directory, a builtin, or a directory written by `optimize`.
+
+    With a recipe, its optimizations are applied now (int8 quantizes at load time); an optimized
+    directory carries its own recipe and takes none.
+    """
+    path = Path(model_ref)
+    if not str(model_ref).startswith("builtin:") and is_optimized_dir(path):
+        if recipe is not None:
+            raise ValueError(
+                f"'{path}' is an optimized directory: it carries its recipe, so --recipe is not taken"
+            )
+        return _load_optimized(path, threads)
     resolved = resolve_recipe(recipe)
-    missing = missing_optimizations(resolved)
-    if missing:
-        raise NotBuiltError(f"recipe '{resolved.name}' asks for {', '.join(missing)}: not built yet in this version")
-    loaded = load_model(model_ref, dtype=dtype)
-    sparsifier = None
-    for key in SECTIONS:
-        section = getattr(resolved, key)
-        if section is not None:
-            sparsifier = HANDLERS[key](loaded, section) or sparsifier
-    return SlimModel(loaded, resolved, Pipeline(loaded, sparsifier=sparsifier, threads=threads))
+    check_built(resolved)
+    loaded = load_model(str(model_ref), dtype=dtype)
+    sparsifier, plans = apply_recipe(loaded, resolved, calibration or Calibration())
+    return SlimModel(loaded, resolved, Pipeline(loaded, sparsifier=sparsifier, threads=threads), plans)
+
+
+def optimize(
+    model_ref: str | Path,
+    recipe: str | Recipe,
+    out_dir: str | Path,
+    calibration: Calibration | None = None,
+    dtype: str = "fp32",
+) -> Path:
+    """Apply `recipe` to the model and write the optimized directory (atomically)."""
+    resolved = resolve_recipe(recipe)
+    check_built(resolved)
+    slim = load(model_ref, resolved, dtype=dtype, calibration=calibration)
+    loaded = slim.loaded
+
+    def save_originals(tmp: Path) -> None:
+        loaded.model.config.save_pretrained(tmp)
+        loaded.preprocessor.save_pretrained(tmp)
+
+    state = deduplicated_state_dict(loaded.model)
+    return write_optimized(out_dir, state, save_originals, resolved, slim.plans, str(model_ref))
+
+
+def _load_optimized(path: Path, threads: int | None) -> SlimModel:
+    manifest = read_manifest(path)
+    recipe = manifest["recipe_obj"]
+    check_built(recipe)
+    read_checkpoint_config(path, require_weights=False)
+    config = Qwen3VLConfig.from_pretrained(path)
+    with init_empty_weights(include_buffers=False):
+        model = Qwen3VLForConditionalGeneration(config)
+    rebuild_modules(model, manifest["plans"])
+    state = load_weights(path, manifest)
+    try:
+        load_quantized_state_dict(model, state)
+    except RuntimeError as exc:
+        raise ModelLoadError(
+            f"'{path}': the weights do not fit the model: {str(exc).splitlines()[0]}"
+        ) from exc
+    prepare_kernels(model)
+    model.eval()
+    loaded = LoadedModel(model, Preprocessor.from_pretrained(path), str(path), path)
+    sparsifier = runtime_sparsifier(loaded, recipe)
+    return SlimModel(
+        loaded, recipe, Pipeline(loaded, sparsifier=sparsifier, threads=threads), manifest["plans"]
+    )
 
 
 def generate(

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from slimvl.api import load
+from slimvl.api import load, optimize
 from slimvl.bench.accuracy import evaluate
 from slimvl.bench.harness import DEFAULT_BANDWIDTH_BYTES, BenchOptions, exit_code, run_bench, write_outputs
 from slimvl.bench.printers import print_report
@@ -32,6 +32,7 @@ from slimvl.models.loader import builtin_names
 from slimvl.models.preprocess import load_image
 from slimvl.models.weights import decode_bytes_per_token, weight_table
 from slimvl.monitor import RequestMetrics
+from slimvl.optimizations import Calibration
 
 EXIT_USER_ERROR = 2
 USER_ERRORS = (SlimvlError, ValueError, FileNotFoundError)
@@ -80,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     run.set_defaults(handler=_cmd_run)
+
+    optimize_cmd = commands.add_parser(
+        "optimize", parents=[debug_after], help="write an optimized model directory"
+    )
+    optimize_cmd.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    optimize_cmd.add_argument("--recipe", required=True, metavar="FILE|NAME", help="recipe file or preset")
+    optimize_cmd.add_argument(
+        "-o", "--output", required=True, type=Path, metavar="DIR", help="where to write it"
+    )
+    optimize_cmd.add_argument(
+        "--calib",
+        type=Path,
+        metavar="DIR",
+        help="your calibration images (+ prompts.txt); default: synthetic VQA",
+    )
+    optimize_cmd.set_defaults(handler=_cmd_optimize)
 
     info = commands.add_parser("info", parents=[debug_after], help="parameter counts and weight bytes")
     info.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
@@ -238,6 +255,15 @@ def _stage_table(metrics: RequestMetrics, title: str) -> Table:
     )
     table.add_row("peak RSS MB", f"{metrics.peak_rss_bytes / 1e6:.0f}")
     return table
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    if args.calib is not None and not args.calib.is_dir():
+        raise InputError(f"calibration directory not found: {args.calib}")
+    recipe = resolve_recipe(args.recipe)
+    out = optimize(args.model, recipe, args.output, calibration=Calibration(args.calib))
+    print(f"wrote {out} (recipe {recipe.name})")
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

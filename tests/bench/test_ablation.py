@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from slimvl import api
+from slimvl import optimizations
 from slimvl.bench import ablation
 from slimvl.bench.ablation import ABLATION_PRESETS, SEED_ESTIMATES, ablation_table, measure_accuracy
 from slimvl.bench.driver import RowResult
@@ -66,7 +66,7 @@ def test_ablation_run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(api, "HANDLERS", {})  # nothing built: only base runs
+    monkeypatch.setattr(optimizations, "OPTIMIZATIONS", {})  # nothing built: only base runs
     asked: list[tuple[str, int]] = []
 
     def fake_accuracy(recipe: Recipe, n: int, threads: int) -> float:

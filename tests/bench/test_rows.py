@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from slimvl import api
+from slimvl import optimizations
 from slimvl.bench.harness import BenchOptions, bench_rows, initial_result, worker_env
 from slimvl.bench.profiles import get_profile
 from slimvl.bench.rows import PEER_NAMES, parse_peers, peer_row, slimvl_row
@@ -34,7 +34,7 @@ def test_openvino_without_its_venv_is_not_runnable(monkeypatch: pytest.MonkeyPat
 
 
 def test_recipe_not_built_is_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "HANDLERS", {})
+    monkeypatch.setattr(optimizations, "OPTIMIZATIONS", {})
     result = initial_result(slimvl_row("builtin:2b-shape", preset("int8")))
     assert result.status == "not built" and result.error == "missing: int8"
     assert initial_result(slimvl_row("builtin:2b-shape", preset("none"))).status == "ok"

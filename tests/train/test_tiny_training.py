@@ -47,7 +47,9 @@ def test_patch_embed_as_linear_equals_conv() -> None:
     model = Qwen3VLForConditionalGeneration(tiny_config(pre))
     pixels = torch.randn(8, 3 * 2 * 16 * 16)
     patch_embed = model.model.visual.patch_embed
-    torch.testing.assert_close(patch_embed_as_linear(patch_embed, pixels), patch_embed(pixels), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        patch_embed_as_linear(patch_embed, pixels), patch_embed(pixels), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_collate_pads_and_concatenates() -> None:

@@ -65,7 +65,7 @@ def _load_builtin(ref: str, dtype: torch.dtype) -> LoadedModel:
     raise ModelLoadError(f"unknown model '{ref}', builtin models: {', '.join(builtin_names())}")
 
 
-def read_checkpoint_config(path: Path) -> dict:
+def read_checkpoint_config(path: Path, require_weights: bool = True) -> dict:
     """Check that `path` is a dense Qwen3-VL checkpoint and return its config.json."""
     if not path.exists():
         raise ModelLoadError(
@@ -87,7 +87,7 @@ def read_checkpoint_config(path: Path) -> dict:
             f"'{path}' holds a {model_type or 'unknown'} model ({', '.join(architectures) or 'no architectures'}); "
             f"slimvl supports dense Qwen3-VL ({SUPPORTED_ARCHITECTURE}, model_type qwen3_vl)"
         )
-    if not any(path.glob("*.safetensors")):
+    if require_weights and not any(path.glob("*.safetensors")):
         raise ModelLoadError(f"'{path}' has no *.safetensors weights")
     return raw
 

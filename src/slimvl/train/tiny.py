@@ -224,7 +224,7 @@ def train(args: argparse.Namespace) -> dict:
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.bf16)
     start, log = time.time(), []
-    steps_done = 0
+    steps_done, window = 0, []
     for step, batch in enumerate(loader):
         elapsed = time.time() - start
         if step >= args.steps or (args.max_train_s and elapsed > args.max_train_s):
@@ -243,14 +243,16 @@ def train(args: argparse.Namespace) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        window.append((answer_loss.item(), aux_loss.item()))
         if step % args.log_every == 0 or step == args.steps - 1:
-            entry = {
+            entry = {  # means over the steps since the last entry
                 "step": step,
-                "answer_loss": round(answer_loss.item(), 4),
-                "aux_loss": round(aux_loss.item(), 4),
+                "answer_loss": round(sum(a for a, _ in window) / len(window), 4),
+                "aux_loss": round(sum(b for _, b in window) / len(window), 4),
                 "elapsed_s": round(time.time() - start, 1),
             }
             log.append(entry)
+            window.clear()
             print(json.dumps(entry), flush=True)
     train_s = time.time() - start
     hook.remove()

@@ -1,0 +1,114 @@
+"""The optimized-model directory: what `slimvl optimize` writes and `slimvl.load` reads back.
+
+    DIR/config.json, tokenizer and processor files   the original checkpoint's, unchanged
+    DIR/model.safetensors                            the optimized weights (e.g. int8 + scales)
+    DIR/slimvl.json                                  format version, recipe, per-optimization plans,
+                                                     size and SHA-256 of the weights file
+
+Writing goes to a temporary directory renamed into place when complete. Reading checks the manifest and
+the weights' size and hash before anything is built, so a truncated or tampered directory fails with a
+clear message instead of loading wrong numbers. The model is built on the meta device and the stored
+tensors are assigned to it: loading never holds an fp32 copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from slimvl.config import Recipe
+from slimvl.errors import ModelLoadError
+
+FORMAT_VERSION = 1
+MANIFEST = "slimvl.json"
+WEIGHTS = "model.safetensors"
+
+
+def is_optimized_dir(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_optimized(
+    out_dir: str | Path,
+    state_dict: dict,
+    save_originals: Callable[[Path], None],
+    recipe: Recipe,
+    plans: dict[str, dict],
+    source: str,
+) -> Path:
+    """Write the directory atomically; `save_originals(tmp)` writes config/tokenizer/processor files."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        save_originals(tmp)
+        for stale in tmp.glob("*.safetensors*"):
+            stale.unlink()
+        weights = tmp / WEIGHTS
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(weights), metadata={"format": "pt"})
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "source": source,
+            "recipe": recipe.to_dict(),
+            "plans": plans,
+            "weights": {"file": WEIGHTS, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(path: Path) -> dict:
+    """The checked manifest: version supported, weights present with the recorded size and hash."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path / MANIFEST} is unreadable: {exc}") from exc
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelLoadError(f"'{path}' has format_version {version!r}; this slimvl reads {FORMAT_VERSION}")
+    record = manifest.get("weights") or {}
+    weights = path / str(record.get("file", WEIGHTS))
+    if not weights.is_file():
+        raise ModelLoadError(f"'{path}' is incomplete: {weights.name} is missing")
+    size = weights.stat().st_size
+    if size != record.get("bytes"):
+        raise ModelLoadError(
+            f"'{path}' is truncated or altered: {weights.name} has {size} bytes, the manifest says {record.get('bytes')}"
+        )
+    if file_sha256(weights) != record.get("sha256"):
+        raise ModelLoadError(f"'{path}' is altered: {weights.name} does not match the SHA-256 in {MANIFEST}")
+    try:
+        manifest["recipe_obj"] = Recipe.from_dict(manifest["recipe"])
+    except (KeyError, ValueError) as exc:
+        raise ModelLoadError(f"'{path}': the recipe in {MANIFEST} is invalid: {exc}") from exc
+    return manifest
+
+
+def load_weights(path: Path, manifest: dict) -> dict:
+    try:
+        return load_file(str(path / manifest["weights"]["file"]))
+    except (OSError, SafetensorError) as exc:
+        raise ModelLoadError(f"cannot read the weights of '{path}': {exc}") from exc
