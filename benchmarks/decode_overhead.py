@@ -1,11 +1,13 @@
 """Per-token overhead of slimvl's decode loop outside the matmuls, on builtin:2b-shape.
 
-Times one decode step of the pipeline (`slimvl.models.steps.decode_step`: embedding, 28 decoder layers
-through transformers' modules, KV cache update, lm_head) and, on the same weights, the linear layers
-alone (every decoder projection and lm_head as bare `F.linear` on one token). The difference is what the
-loop costs beyond the weight matmuls: attention, norms, rotary, cache, Python and module dispatch.
+Times one decode step (embedding, 28 decoder layers, KV cache update, lm_head) of either loop:
+`--loop lean` (the pipeline's: `slimvl.models.decode.LeanDecoder` over a `StaticKVCache`) or `--loop hf`
+(`slimvl.models.steps.decode_step`: transformers' text model over its `DynamicCache`), and, on the same
+weights, the linear layers alone (every decoder projection and lm_head as bare `F.linear` on one token).
+The difference is what the loop costs beyond the weight matmuls: attention, norms, rotary, cache, Python
+and module dispatch.
 
-    .venv/bin/python benchmarks/decode_overhead.py --dtype bf16 --threads 2 --tokens 32
+    .venv/bin/python benchmarks/decode_overhead.py --dtype bf16 --threads 2 --tokens 32 --loop lean
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from slimvl.models.decode import LeanDecoder, StaticKVCache
 from slimvl.models.loader import load_model
 from slimvl.models.preprocess import ModelInputs
 from slimvl.models.steps import build_sequence, decode_step, prefill
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--loop", default="lean", choices=("lean", "hf"))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,11 +67,17 @@ def main() -> None:
     seq = build_sequence(model, inputs, None)
     logits, cache = prefill(model, seq)
     token, position = logits[0, -1].argmax(), seq.next_position
+    if args.loop == "lean":
+        decoder = LeanDecoder(model)
+        cache = StaticKVCache.from_dynamic(cache, capacity=seq.length + args.tokens + 2)
     step_ms = []
     for i in range(args.tokens + 2):
         start = time.perf_counter()
-        logits = decode_step(model, token, position, cache)
-        token = logits[0, -1].argmax()
+        if args.loop == "lean":
+            logits = decoder.step(token, position, cache)
+        else:
+            logits = decode_step(model, token, position, cache)[:, -1]
+        token = logits[0].argmax()
         if i >= 2:  # two warm-up steps
             step_ms.append((time.perf_counter() - start) * 1000)
         position += 1
@@ -76,6 +86,7 @@ def main() -> None:
     record = {
         "model": args.model,
         "dtype": args.dtype,
+        "loop": args.loop,
         "threads": args.threads,
         "tokens": args.tokens,
         "decode_step_ms": {"median": step, "min": min(step_ms), "max": max(step_ms)},
@@ -84,9 +95,9 @@ def main() -> None:
         "overhead_share": (step - linear) / step,
         "machine": machine_info(),
     }
-    out = Path(
-        args.out or f"benchmarks/results/decode_overhead_{args.model.split(':')[-1]}_{args.dtype}.json"
-    )
+    name = Path(args.model.split(":")[-1]).name
+    suffix = "_lean" if args.loop == "lean" else ""
+    out = Path(args.out or f"benchmarks/results/decode_overhead_{name}_{args.dtype}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as tmp:
         json.dump(record, tmp, indent=2)

@@ -1,6 +1,6 @@
 """slimvl: Qwen3-VL fast and small on a laptop CPU, with every optimization measured."""
 
-from slimvl.api import SlimModel, generate, load
+from slimvl.api import SlimModel, generate, load, optimize
 from slimvl.config import (
     AdaptivePrecisionConfig,
     INT8QuantizationConfig,
@@ -24,4 +24,5 @@ __all__ = [
     "SparsificationConfig",
     "generate",
     "load",
+    "optimize",
 ]

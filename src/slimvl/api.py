@@ -63,7 +63,7 @@ def load(
     """
     path = Path(model_ref)
     if not str(model_ref).startswith("builtin:") and is_optimized_dir(path):
-        if recipe is not None:
+        if recipe is not None and not resolve_recipe(recipe).is_empty:
             raise ValueError(
                 f"'{path}' is an optimized directory: it carries its recipe, so --recipe is not taken"
             )

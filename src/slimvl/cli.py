@@ -213,8 +213,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise InputError("the prompt is empty")
     images = [load_image(path) for path in args.image]
-    recipe = resolve_recipe(args.recipe)
-    slim = load(args.model, recipe, dtype=args.dtype, threads=args.threads)
+    slim = load(args.model, resolve_recipe(args.recipe), dtype=args.dtype, threads=args.threads)
+    recipe = slim.recipe  # an optimized directory brings its own
     answer = slim.generate(images, args.prompt, max_new_tokens=args.max_new_tokens)
     metrics = answer.metrics
     if args.json:
@@ -303,8 +303,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    recipe = resolve_recipe(args.recipe)
-    slim = load(args.model, recipe, threads=args.threads)
+    slim = load(args.model, resolve_recipe(args.recipe), threads=args.threads)
+    recipe = slim.recipe
     result = evaluate(slim, split=args.split, n=args.n, blind=args.blind)
     record = {"model": args.model, "recipe": recipe.name, **result.to_dict()}
     if args.json:

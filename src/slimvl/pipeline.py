@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from slimvl.models.decode import LeanDecoder, StaticKVCache
 from slimvl.models.loader import LoadedModel
-from slimvl.models.steps import DecoderSequence, build_sequence, decode_step, encode_images, prefill
+from slimvl.models.steps import DecoderSequence, build_sequence, encode_images, prefill
 from slimvl.models.weights import decode_bytes_per_token, weight_bytes
 from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
 
@@ -34,6 +35,7 @@ class Pipeline:
         self.preprocessor = loaded.preprocessor
         self.sparsifier = sparsifier
         self.threads = threads
+        self.decoder = LeanDecoder(self.model)
         self.eos_token_ids = _eos_ids(loaded)
         self.weight_bytes = weight_bytes(self.model)
         self.decode_bytes = decode_bytes_per_token(self.model)
@@ -72,10 +74,12 @@ class Pipeline:
                 token = logits[0, -1].argmax()
                 tokens.append(int(token))
             with monitor.stage("decode"):
+                kv_cache = StaticKVCache.from_dynamic(cache, capacity=seq.length + max_new_tokens)
+                del cache  # decoding reads the static copy only
                 position = seq.next_position
                 while len(tokens) < max_new_tokens and (ignore_eos or tokens[-1] not in self.eos_token_ids):
-                    logits = decode_step(self.model, token, position, cache)
-                    token = logits[0, -1].argmax()
+                    logits = self.decoder.step(token, position, kv_cache)
+                    token = logits[0].argmax()
                     tokens.append(int(token))
                     position += 1
         answer_ids = tokens if ignore_eos else [t for t in tokens if t not in self.eos_token_ids]

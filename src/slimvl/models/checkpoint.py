@@ -86,7 +86,9 @@ def small_config_dict(
     }
 
 
-def save_checkpoint(model: Qwen3VLForConditionalGeneration, preprocessor: Preprocessor, path: str | Path) -> Path:
+def save_checkpoint(
+    model: Qwen3VLForConditionalGeneration, preprocessor: Preprocessor, path: str | Path
+) -> Path:
     """Save model, tokenizer and image processor in HF format, atomically (temp dir, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

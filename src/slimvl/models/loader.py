@@ -55,7 +55,9 @@ def _load_builtin(ref: str, dtype: torch.dtype) -> LoadedModel:
     if name == "tiny":
         path = tiny_path()
         if not (path / "config.json").is_file():
-            raise ModelLoadError("builtin:tiny is not shipped in this installation (run scripts/train_tiny.py)")
+            raise ModelLoadError(
+                "builtin:tiny is not shipped in this installation (run scripts/train_tiny.py)"
+            )
         return load_checkpoint_dir(path, dtype, source=ref)
     if name.endswith("-shape") and name[: -len("-shape")] in SHAPE_NAMES:
         tokenizer = build_tokenizer([], vocab_size=512)

@@ -99,7 +99,9 @@ def build_sequence(
     )
 
 
-def prefill(model: Qwen3VLForConditionalGeneration, seq: DecoderSequence) -> tuple[torch.Tensor, DynamicCache]:
+def prefill(
+    model: Qwen3VLForConditionalGeneration, seq: DecoderSequence
+) -> tuple[torch.Tensor, DynamicCache]:
     """Run the decoder over the whole sequence; return the last position's logits and the KV cache."""
     text_model = model.model.language_model
     cache = DynamicCache(config=text_model.config)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 VISION = "vision"
@@ -24,30 +24,54 @@ def _group(name: str) -> str:
     return OTHER
 
 
-def stored_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Each stored tensor once (tied weights counted once): parameters and persistent buffers."""
+@dataclass(frozen=True)
+class StoredTensor:
+    name: str
+    numel: int
+    nbytes: int
+    dtype: str
+
+
+def stored_tensors(model: nn.Module) -> Iterator[StoredTensor]:
+    """Each stored tensor once (tied weights counted once): parameters and persistent buffers.
+
+    Walks the modules rather than calling `state_dict()`, which would unpack every int8 weight a kernel
+    holds packed (a transient copy of the whole model). A module that keeps its weight packed reports it
+    through `packed_tensors()`.
+    """
     seen: set[int] = set()
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.device.type == "meta":
-            continue
-        key = tensor.untyped_storage().data_ptr()
-        if key in seen:
-            continue
-        seen.add(key)
-        yield name, tensor
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        tensors = [*module._parameters.items()]
+        tensors += [(k, b) for k, b in module._buffers.items() if k not in module._non_persistent_buffers_set]
+        for key, tensor in tensors:
+            if tensor is None or tensor.device.type == "meta":
+                continue
+            ident = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
+            if ident in seen:
+                continue
+            seen.add(ident)
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            yield StoredTensor(dot + key, tensor.numel(), tensor.numel() * tensor.element_size(), dtype)
+        packed = getattr(module, "packed_tensors", None)
+        if packed is not None:
+            for key, numel, nbytes, dtype in packed():
+                yield StoredTensor(dot + key, numel, nbytes, dtype)
 
 
 def weight_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for _, t in stored_tensors(model))
+    return sum(t.nbytes for t in stored_tensors(model))
 
 
 def weight_table(model: nn.Module) -> dict[str, dict[str, dict[str, int]]]:
     """{group: {dtype: {"params": n, "bytes": b}}}."""
-    table: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: {"params": 0, "bytes": 0}))
-    for name, tensor in stored_tensors(model):
-        cell = table[_group(name)][str(tensor.dtype).removeprefix("torch.")]
-        cell["params"] += tensor.numel()
-        cell["bytes"] += tensor.numel() * tensor.element_size()
+    table: dict[str, dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: {"params": 0, "bytes": 0})
+    )
+    for t in stored_tensors(model):
+        cell = table[_group(t.name)][t.dtype]
+        cell["params"] += t.numel
+        cell["bytes"] += t.nbytes
     return {g: dict(d) for g, d in table.items()}
 
 
@@ -58,6 +82,9 @@ def decode_bytes_per_token(model: nn.Module) -> int:
     does not run during decoding.
     """
     lm_head = dict(model.named_modules()).get("lm_head")
-    head = sum(t.numel() * t.element_size() for t in lm_head.state_dict().values()) if lm_head is not None else 0
-    decoder = sum(t.numel() * t.element_size() for n, t in stored_tensors(model) if _group(n) == DECODER)
+    head = 0
+    if lm_head is not None:
+        # a tied head reads the embedding table: count it here even though it is stored under the embedding
+        head = sum(t.nbytes for t in stored_tensors(lm_head))
+    decoder = sum(t.nbytes for t in stored_tensors(model) if _group(t.name) == DECODER)
     return decoder + head

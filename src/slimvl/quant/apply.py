@@ -9,17 +9,19 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from slimvl.config import INT8QuantizationConfig
 from slimvl.monitor.machine import machine_info
 from slimvl.quant.calibrate import run_calibration
 from slimvl.quant.embedding import Int8Embedding, TiedInt8LMHead
-from slimvl.quant.int8_math import activation_qmax, smooth_scales
+from slimvl.quant.int8_math import activation_qmax
 from slimvl.quant.kernels import KERNELS, ActQuant, usable_kernels
 from slimvl.quant.linear import Int8Linear
 from slimvl.quant.plan import ModulePlan, QuantPlan
-from slimvl.quant.select import KernelChoice, select_kernel
-from slimvl.quant.targets import fold_smoothing, select_linears, smooth_groups
+from slimvl.quant.select import select_kernel
+from slimvl.quant.smoothquant import migrate_outliers
+from slimvl.quant.targets import select_linears
 
 EMBEDDING = "model.language_model.embed_tokens"
 LM_HEAD = "lm_head"
@@ -52,7 +54,7 @@ def quantize_model(
         if calibration_feed is None:
             raise ValueError(f"mode {mode!r} with smoothquant_alpha={alpha} needs calibration data (a feed)")
         stats = run_calibration(targets, calibration_feed)
-    smoothing = _migrate_outliers(model, targets, stats, alpha) if alpha is not None else {}
+    smoothing = migrate_outliers(model, targets, stats, alpha) if alpha is not None else {}
     timings: Timings = defaultdict(dict)
     plans: dict[str, ModulePlan] = {}
     for name in list(targets):
@@ -61,7 +63,7 @@ def quantize_model(
         act_range = stats[name].tensor_range(s) if mode == "static" else None
         shape = (linear.out_features, linear.in_features)
         act = _act_quant(mode, config.reduce_range)
-        choice = _select(shape, act, _batch_sizes(name), timings)
+        choice = _select(shape, act, _batch_sizes(name), timings, dtype=linear.weight.dtype)
         module = Int8Linear.from_linear(
             linear,
             mode,
@@ -86,23 +88,6 @@ def quantize_model(
     return QuantPlan(dataclasses.asdict(config), plans, dict(timings), _machine(), calibration)
 
 
-def _migrate_outliers(
-    model: nn.Module, targets: dict[str, nn.Linear], stats: dict, alpha: float
-) -> dict[str, tuple[torch.Tensor, str]]:
-    """SmoothQuant: {linear name: (factors s, "folded" | "runtime")}; folds are applied to the model."""
-    out = {}
-    for group in smooth_groups(model, targets):
-        linears = [targets[n] for n in group.linears]
-        weight = torch.cat([lin.weight.detach().float() for lin in linears])
-        s = smooth_scales(stats[group.linears[0]].channel_absmax, weight, alpha)
-        fold_smoothing(model.get_submodule(group.source), linears, s)
-        out.update({n: (s, "folded") for n in group.linears})
-    for name, linear in targets.items():
-        if name not in out:
-            out[name] = (smooth_scales(stats[name].channel_absmax, linear.weight, alpha), "runtime")
-    return out
-
-
 def _quantize_embeddings(model: nn.Module, timings: Timings) -> dict[str, ModulePlan]:
     embedding = model.get_submodule(EMBEDDING)
     head = model.get_submodule(LM_HEAD)
@@ -112,20 +97,27 @@ def _quantize_embeddings(model: nn.Module, timings: Timings) -> dict[str, Module
     shape = (table.num_embeddings, table.embedding_dim)
     plans = {EMBEDDING: ModulePlan("embedding", "weight_only", None, shape)}
     if tied:
-        kernel = _select(shape, None, (1,), timings, copies=False, weight=(table.qweight, table.scale))
+        weight = (table.qweight, table.scale)
+        kernel = _select(shape, None, (1,), timings, copies=False, weight=weight, dtype=table.dtype)
         model.set_submodule(LM_HEAD, TiedInt8LMHead(table, kernel))
         plans[LM_HEAD] = ModulePlan("lm_head", "weight_only", kernel, shape, tied_to=EMBEDDING)
     else:
-        kernel = _select(shape, None, (1,), timings)
+        kernel = _select(shape, None, (1,), timings, dtype=head.weight.dtype)
         model.set_submodule(LM_HEAD, Int8Linear.from_linear(head, "weight_only", kernel))
         plans[LM_HEAD] = ModulePlan("linear", "weight_only", kernel, shape, head.bias is not None)
     return plans
 
 
 def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
-    """Swap EMPTY quantized modules into the unquantized ``model`` (typically built on the meta device)
-    per ``plan``, ready for ``load_quantized_state_dict``. A planned kernel this machine lacks is replaced by one
-    measured here; the plan actually applied is returned."""
+    """Swap EMPTY quantized modules into the unquantized ``model`` (typically built on the meta
+    device) per ``plan``, ready for ``load_quantized_state_dict``; no float weight is materialized.
+
+    A planned kernel this machine lacks is replaced by one measured here. Returns the plan actually
+    applied: kernels as used, and where something was measured here, those timings merged in and
+    this machine's description.
+    """
+    if isinstance(model, PreTrainedModel):
+        model.tie_weights()  # built on meta, a transformers model is untied until asked: keep an fp32 tie
     reduce_range = bool(plan.config.get("reduce_range", True))
     timings: Timings = defaultdict(dict)
     applied = {}
@@ -138,12 +130,12 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
             new: nn.Module = Int8Embedding(*mp.shape, dtype=old.weight.dtype, device=device)
         elif mp.kind == "lm_head":
             if kernel not in usable_kernels(mp.shape, None, allow_copies=False):
-                kernel = _select(mp.shape, None, (1,), timings, copies=False)
+                kernel = _select(mp.shape, None, (1,), timings, copies=False, dtype=old.weight.dtype)
             new = TiedInt8LMHead(model.get_submodule(mp.tied_to), kernel)
         else:
             act = _act_quant(mp.mode, reduce_range)
             if kernel not in usable_kernels(mp.shape, act):
-                kernel = _select(mp.shape, act, _batch_sizes(name), timings)
+                kernel = _select(mp.shape, act, _batch_sizes(name), timings, dtype=old.weight.dtype)
             out_features, in_features = mp.shape
             new = Int8Linear(
                 in_features,
@@ -157,6 +149,8 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
             )
         model.set_submodule(name, new)
         applied[name] = dataclasses.replace(mp, kernel=kernel)
+    if not timings:
+        return dataclasses.replace(plan, modules=applied)
     merged = {**plan.kernel_timings, **timings}
     return dataclasses.replace(plan, modules=applied, kernel_timings=merged, machine=_machine())
 
@@ -219,9 +213,10 @@ def _select(
     timings: Timings,
     copies: bool = True,
     weight: tuple[torch.Tensor, torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> str:
     candidates = usable_kernels(shape, act, allow_copies=copies)
-    choice: KernelChoice = select_kernel(shape, act, candidates, batch_sizes=batch_sizes, weight=weight)
+    choice = select_kernel(shape, act, candidates, batch_sizes=batch_sizes, dtype=dtype, weight=weight)
     kind = "weight_only" if act is None else act.kind
     timings[f"{kind} {shape[0]}x{shape[1]}"] = {
         kernel: {f"M={m}": round(ms, 4) for m, ms in per_m.items()}

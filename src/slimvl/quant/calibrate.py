@@ -73,9 +73,14 @@ def run_calibration(
     finally:
         for handle in handles:
             handle.remove()
-    missing = [name for name, obs in observers.items() if obs.stats is None]
+    stats = {name: obs.stats for name, obs in observers.items()}
+    missing = [name for name, st in stats.items() if st is None]
     if missing:
         raise ValueError(
             f"calibration never ran {len(missing)} module(s), e.g. {missing[0]}: the feed must exercise them"
         )
-    return {name: obs.stats for name, obs in observers.items() if obs.stats is not None}
+    # Cloned outside inference mode: plain tensors, usable later as (loadable) buffers.
+    return {
+        name: ActStats(st.channel_min.clone(), st.channel_max.clone(), st.abs_percentile, st.tokens)
+        for name, st in stats.items()
+    }

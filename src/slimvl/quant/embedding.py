@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimvl.quant.int8_math import quantize_embedding_per_row
+from slimvl.quant.kernels import aligned
 from slimvl.quant.linear import check_kernel
 
 
@@ -71,6 +72,7 @@ class TiedInt8LMHead(nn.Module):
 
     def prepare(self) -> None:
         """Prepare the kernel on the table (done by the first forward otherwise)."""
+        self.table.qweight = aligned(self.table.qweight)  # the kernel reads it in place
         self._state = self._kernel.prepare(self.table.qweight, self.table.scale)
         self._prepared_from = self.table.qweight
 

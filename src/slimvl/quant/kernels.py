@@ -67,7 +67,7 @@ class LinearKernel:
 
     ``weight_only``: the GEMM takes float activations (and ``act`` None is allowed); ``copies_weight``:
     the state holds its own packed copy of ``q``, which ``unpack`` gives back, so the plain one can go;
-    ``supports(N, K)``: the shapes it handles.
+    ``supports(N, K)``: the shapes it handles. Kernels that read ``q`` in place want it ``aligned``.
     """
 
     name: str
@@ -130,15 +130,25 @@ def _onednn_unpack(state: Any) -> torch.Tensor:
     return state[0].to_dense().t().contiguous()
 
 
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` if it is contiguous and 64-byte aligned, else such a copy (PyTorch allocates at 64 bytes;
+    safetensors hands out tensors at any offset of the file)."""
+    return (
+        t if t.is_contiguous() and t.data_ptr() % 64 == 0 else t.clone(memory_format=torch.contiguous_format)
+    )
+
+
 def _int8pack_prepare(q: torch.Tensor, scale: torch.Tensor) -> Any:
-    return q.contiguous(), scale.to(torch.bfloat16)
+    """The AVX-512 loop of ``_weight_int8pack_mm`` crashes on operands not 16-byte (weight) or
+    32-byte (activations) aligned (torch 2.13): both are passed 64-byte aligned."""
+    return aligned(q), scale.to(torch.bfloat16)
 
 
 def _int8pack_run(state: Any, x: torch.Tensor, act: ActQuant | None) -> torch.Tensor:
     q, scale = state
     if act is not None:
         x = act.fake_quantize(x)
-    return torch._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), q, scale)
+    return torch._weight_int8pack_mm(aligned(x.to(torch.bfloat16)), q, scale)
 
 
 def _int8pack_supports(n: int, k: int) -> bool:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from slimvl.quant.int8_math import activation_qmax, quantize_weight_per_channel, static_qparams
-from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel
+from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, aligned
 
 MODES = ("dynamic", "static", "weight_only")
 _TINY = 1e-30
@@ -115,9 +115,13 @@ class Int8Linear(nn.Module):
         return module
 
     def prepare(self) -> None:
-        """Pack the weight for the kernel (done by the first forward otherwise)."""
+        """Pack the weight for the kernel (done by the first forward otherwise); idempotent."""
+        if self._state is not None:
+            return
         if not self._kernel.available():
             raise RuntimeError(f"int8 kernel {self.kernel!r} is not available on this machine")
+        if not self._kernel.copies_weight:
+            self.qweight = aligned(self.qweight)  # read in place: realign once here, not per kernel call
         self._state = self._kernel.prepare(self.qweight, self.w_scale)
         if self.mode == "weight_only":
             self._act = None
@@ -136,13 +140,29 @@ class Int8Linear(nn.Module):
         if self.smooth is not None:
             rows = rows / self.smooth
         if self.mode == "dynamic" and rows.shape[0] > 1:
-            absmax = rows.abs().amax(dim=1, keepdim=True).clamp_(min=_TINY)
+            absmax = rows.abs().amax(dim=1, keepdim=True).float().clamp_(min=_TINY)
             y = self._kernel.run(self._state, rows / absmax, self._act) * absmax
         else:
             y = self._kernel.run(self._state, rows, self._act)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles carry the plain int8 weight, not the kernel state (oneDNN's packed
+        tensor cannot be copied); they pack again on first use."""
+        state = dict(self.__dict__)
+        if self._state is not None:
+            state["_buffers"] = {**self._buffers, "qweight": self.state_dict()["qweight"]}
+            state["_state"] = None
+        return state
+
+    def packed_tensors(self) -> list[tuple[str, int, int, str]]:
+        """The int8 weight a kernel holds packed (released from `qweight`): (name, numel, bytes, dtype)."""
+        if self.qweight is not None:
+            return []
+        n = self.out_features * self.in_features
+        return [("qweight", n, n, "int8")]
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)

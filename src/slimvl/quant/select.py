@@ -11,7 +11,7 @@ import torch
 
 from slimvl.quant.kernels import FALLBACK, KERNELS, ActQuant, LinearKernel, usable_kernels
 
-_TIE_TOLERANCE = 1.05  # kernels within 5% at the deciding batch size are tied
+_TIE_TOLERANCE = 1.05  # kernels within 5% of the best at a batch size are tied
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,7 @@ class KernelChoice:
     timings_ms: dict[str, dict[int, float]]  # kernel -> {batch size M: fastest ms}
 
 
-_CACHE: dict[tuple[Any, ...], KernelChoice] = {}
-
-
-def clear_selection_cache() -> None:
-    _CACHE.clear()
+_CACHE: dict[tuple[Any, ...], KernelChoice] = {}  # per process: a model's same-shape layers measure once
 
 
 def time_kernel(
@@ -55,10 +51,11 @@ def select_kernel(
 ) -> KernelChoice:
     """Measure the usable ``candidates`` on an (N, K) = ``shape`` layer and pick the fastest.
 
-    The first batch size decides (M=1 for decoder layers, which decode runs once per token); kernels
-    within 5% of the best there are ranked by the next one (M=256: prefill). One kernel per layer,
-    not one per phase: a second packed copy of the weight would cost its memory. Random data unless
-    ``weight`` (q, scale) is given; results are cached per shape, dtype, activation kind, candidates.
+    The first batch size decides (M=1 for decoder layers, which decode runs once per token); only the
+    kernels within 5% of the best there are timed at the next one (M=256: prefill), which ranks them.
+    One kernel per layer, not one per phase: a second packed copy of the weight would cost its memory.
+    Random data unless ``weight`` (q, scale) is given; results are cached per shape, dtype, activation
+    kind, candidates and batch sizes.
     """
     usable = usable_kernels(shape, act)
     names = [n for n in (KERNELS if candidates is None else candidates) if n in usable]
@@ -73,18 +70,19 @@ def select_kernel(
         generator = torch.Generator().manual_seed(0)
         q = torch.randint(-127, 128, (n_out, n_in), dtype=torch.int8, generator=generator)
         weight = q, torch.rand(n_out, generator=generator) * 1e-2 + 1e-3
-    timings: dict[str, dict[int, float]] = {}
-    for name in names:
-        kernel = KERNELS[name]
-        state = kernel.prepare(*weight)
-        timings[name] = {
-            m: time_kernel(kernel, state, torch.randn(m, n_in).to(dtype), act, repeats) for m in batch_sizes
-        }
-        del state
-    deciding = batch_sizes[0]
-    best = min(t[deciding] for t in timings.values())
-    tied = [n for n in names if timings[n][deciding] <= best * _TIE_TOLERANCE]
-    rank_at = batch_sizes[1] if len(batch_sizes) > 1 else deciding
-    choice = KernelChoice(min(tied, key=lambda n: timings[n][rank_at]), timings)
+    timings: dict[str, dict[int, float]] = {name: {} for name in names}
+    remaining = names
+    for m in batch_sizes:
+        x = torch.randn(m, n_in).to(dtype)
+        for name in remaining:
+            kernel = KERNELS[name]
+            state = kernel.prepare(*weight)  # one packed copy at a time
+            timings[name][m] = time_kernel(kernel, state, x, act, repeats)
+            del state
+        best = min(timings[n][m] for n in remaining)
+        remaining = [n for n in remaining if timings[n][m] <= best * _TIE_TOLERANCE]
+        if len(remaining) == 1:
+            break
+    choice = KernelChoice(min(remaining, key=lambda n: timings[n][m]), timings)
     _CACHE[key] = choice
     return choice

@@ -27,7 +27,13 @@ from slimvl.models.checkpoint import qwen3vl_image_processor, save_checkpoint, s
 from slimvl.models.preprocess import Preprocessor
 from slimvl.models.tokenizer import build_tokenizer, special_token_ids
 
-TINY_SIZES = {"text_hidden": 192, "text_layers": 3, "vision_hidden": 128, "vision_depth": 3, "deepstack": (0, 1, 2)}
+TINY_SIZES = {
+    "text_hidden": 192,
+    "text_layers": 3,
+    "vision_hidden": 128,
+    "vision_depth": 3,
+    "deepstack": (0, 1, 2),
+}
 # The tiny model sees every image at about 256x256 pixels (64 visual tokens), as its processor config
 # says: 448x448 inputs are resized by the processor, at inference exactly as in training.
 TINY_PIXELS = 256 * 256
@@ -74,7 +80,9 @@ def token_object_labels(
         best = 0.0
         for obj in objects:
             ox0, oy0, ox1, oy1 = obj.bbox
-            overlap = max(0.0, min(x0 + cell_w, ox1) - max(x0, ox0)) * max(0.0, min(y0 + cell_h, oy1) - max(y0, oy0))
+            overlap = max(0.0, min(x0 + cell_w, ox1) - max(x0, ox0)) * max(
+                0.0, min(y0 + cell_h, oy1) - max(y0, oy0)
+            )
             if overlap > best:
                 best = overlap
                 colors[k], shapes[k] = _COLOR_INDEX[obj.color], SHAPES.index(obj.shape)
@@ -147,7 +155,9 @@ def patch_embed_as_linear(module: torch.nn.Module, pixels: torch.Tensor) -> torc
     Same parameters, same result; on a CPU its backward pass is several times faster than the conv's.
     """
     weight = module.proj.weight
-    return torch.nn.functional.linear(pixels.to(weight.dtype), weight.view(weight.shape[0], -1), module.proj.bias)
+    return torch.nn.functional.linear(
+        pixels.to(weight.dtype), weight.view(weight.shape[0], -1), module.proj.bias
+    )
 
 
 class AuxHead(torch.nn.Module):
@@ -205,7 +215,9 @@ def train(args: argparse.Namespace) -> dict:
     patch_embed.forward = lambda pixels: patch_embed_as_linear(patch_embed, pixels)
     aux = AuxHead(model.config.text_config.hidden_size).to(args.device)
     captured: dict[str, torch.Tensor] = {}
-    hook = model.model.visual.register_forward_hook(lambda _m, _i, out: captured.update(tokens=out.pooler_output))
+    hook = model.model.visual.register_forward_hook(
+        lambda _m, _i, out: captured.update(tokens=out.pooler_output)
+    )
     params = [*model.parameters(), *aux.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
     if (args.steps + args.workers) * args.batch > len(SPLITS["train"]):
@@ -296,7 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-n", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
-    p.add_argument("--max-train-s", type=float, default=0.0, help="stop (and finish the cosine decay) by then")
+    p.add_argument(
+        "--max-train-s", type=float, default=0.0, help="stop (and finish the cosine decay) by then"
+    )
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else []
     return args

@@ -1,0 +1,60 @@
+"""Helpers to run the small checkpoint teacher-forced and to feed it calibration requests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from slimvl.models.loader import LoadedModel
+from slimvl.models.preprocess import ModelInputs
+from slimvl.models.steps import build_sequence, encode_images
+
+LogitsFn = Callable[[nn.Module], torch.Tensor]
+FeedFactory = Callable[[nn.Module], Callable[[], None]]
+
+
+def _forward(model: nn.Module, inputs: ModelInputs) -> torch.Tensor:
+    """Logits at every position of one request (vision, DeepStack, decoder, lm_head)."""
+    with torch.inference_mode():
+        seq = build_sequence(model, inputs, encode_images(model, inputs))
+        out = model.model.language_model(
+            inputs_embeds=seq.inputs_embeds,
+            position_ids=seq.position_ids,
+            visual_pos_masks=seq.visual_mask,
+            deepstack_visual_embeds=seq.deepstack,
+        )
+        return model.lm_head(out.last_hidden_state)[0]
+
+
+@pytest.fixture(scope="module")
+def logits_of(small_model: LoadedModel, square_image: Image.Image) -> LogitsFn:
+    inputs = small_model.preprocessor([square_image], "What is on the table?")
+    return lambda model: _forward(model, inputs)
+
+
+@pytest.fixture(scope="module")
+def calibration_feed(small_model: LoadedModel, tall_image: Image.Image) -> FeedFactory:
+    """A feed of two requests (another image, other questions than ``logits_of``) for a given model."""
+    requests = [small_model.preprocessor([tall_image], q) for q in ("Which shape is red?", "How many?")]
+
+    def factory(model: nn.Module) -> Callable[[], None]:
+        def feed() -> None:
+            for inputs in requests:
+                _forward(model, inputs)
+
+        return feed
+
+    return factory
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: small ops on a shared 2-core machine otherwise wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
