@@ -11,6 +11,7 @@ from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from slimvl.config import Recipe, resolve_recipe
 from slimvl.errors import ModelLoadError
+from slimvl.memory import release_free_memory
 from slimvl.models.loader import LoadedModel, load_model, read_checkpoint_config
 from slimvl.models.preprocess import Preprocessor, load_image
 from slimvl.optimizations import (
@@ -112,7 +113,9 @@ def _load_optimized(path: Path, threads: int | None) -> SlimModel:
         raise ModelLoadError(
             f"'{path}': the weights do not fit the model: {str(exc).splitlines()[0]}"
         ) from exc
+    del state
     prepare_kernels(model)
+    release_free_memory()
     model.eval()
     loaded = LoadedModel(model, Preprocessor.from_pretrained(path), str(path), path)
     sparsifier = runtime_sparsifier(loaded, recipe)

@@ -29,11 +29,12 @@ from slimvl.bench.rows import (
     worker_argv,
 )
 from slimvl.bench.scenario import Scenario
-from slimvl.config import resolve_recipe
+from slimvl.config import preset, resolve_recipe
 from slimvl.errors import ModelLoadError
 from slimvl.models.loader import BUILTIN_PREFIX, builtin_names, read_checkpoint_config
 from slimvl.monitor import EnergyMeter, machine_info, measure_read_bandwidth
 from slimvl.monitor.sampler import usable_cpus
+from slimvl.optimized import is_optimized_dir, read_manifest
 
 DEFAULT_BANDWIDTH_BYTES = 2 * 1024**3
 
@@ -76,7 +77,7 @@ def bench_rows(options: BenchOptions) -> list[RowSpec]:
             raise ValueError("--ablation runs the preset rows itself: leave out --recipe")
         rows = ablation_mod.ablation_rows(options.model)
     else:
-        rows = [slimvl_row(options.model, resolve_recipe(recipe)) for recipe in options.recipes or ["none"]]
+        rows = [_recipe_row(options.model, recipe) for recipe in options.recipes or ["none"]]
     rows += [peer_row(options.model, peer) for peer in options.peers]
     check_unique_names(rows)
     if get_profile(options.profile).env:
@@ -84,6 +85,15 @@ def bench_rows(options: BenchOptions) -> list[RowSpec]:
             if row.kind == "openvino":
                 row.notes.append("native ISA: OpenVINO cannot be capped by the profile")
     return rows
+
+
+def _recipe_row(model: str, recipe: str) -> RowSpec:
+    """A preset or recipe file applied to MODEL at load, or a directory written by `slimvl optimize`."""
+    path = Path(recipe)
+    if is_optimized_dir(path):
+        saved = read_manifest(path)["recipe_obj"]
+        return slimvl_row(str(path), preset("none"), name=f"slimvl:{saved.name}@{path.name}")
+    return slimvl_row(model, resolve_recipe(recipe))
 
 
 def initial_result(row: RowSpec) -> RowResult:
