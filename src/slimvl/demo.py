@@ -22,7 +22,7 @@ from slimvl.models.loader import tiny_path
 from slimvl.pipeline import Answer
 
 DEFAULT_OUT = Path("out/demo")
-RECIPES = ("none", "laptop")
+RECIPES = ("none", "int8", "sparsify", "laptop")
 N_QUESTIONS = 3
 MAX_NEW_TOKENS = 8
 
