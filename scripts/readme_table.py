@@ -1,6 +1,6 @@
 """Put a `slimvl bench --md-out` report into README.md between the bench markers (never typed by hand).
 
-    python scripts/readme_table.py benchmarks/results/bench_2b_int8_vs_hf.md
+python scripts/readme_table.py benchmarks/results/bench_2b_int8_vs_hf.md
 """
 
 import sys
@@ -14,7 +14,9 @@ def main(report: str, readme: str = "README.md") -> None:
     if START not in text or END not in text:
         raise SystemExit(f"{readme} has no {START} ... {END} block")
     body = Path(report).read_text().strip()
-    body = "\n".join(line for line in body.splitlines() if not line.startswith("# "))  # drop the report's title
+    body = "\n".join(
+        line for line in body.splitlines() if not line.startswith("# ")
+    )  # drop the report's title
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     source = f"Generated from `{report}` by `scripts/readme_table.py`."
