@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from slimvl.atomic import write_directory_atomic
 from slimvl.config import Recipe
 from slimvl.errors import ModelLoadError
 
@@ -54,11 +52,8 @@ def write_optimized(
     source: str,
 ) -> Path:
     """Write the directory atomically; `save_originals(tmp)` writes config/tokenizer/processor files."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+
+    def fill(tmp: Path) -> None:
         save_originals(tmp)
         for stale in tmp.glob("*.safetensors*"):
             stale.unlink()
@@ -72,13 +67,8 @@ def write_optimized(
             "weights": {"file": WEIGHTS, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_directory_atomic(out_dir, fill)
 
 
 def read_manifest(path: Path) -> dict:

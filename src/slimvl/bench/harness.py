@@ -12,9 +12,9 @@ from typing import Any
 
 import psutil
 
+from slimvl.atomic import write_text_atomic
 from slimvl.bench import ablation as ablation_mod
 from slimvl.bench.driver import Progress, RowResult, run_interleaved
-from slimvl.bench.files import write_text_atomic
 from slimvl.bench.plot import write_plot
 from slimvl.bench.printers import markdown
 from slimvl.bench.profiles import Profile, get_profile

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from slimvl.bench.files import write_atomic
+from slimvl.atomic import write_atomic
 
 PANELS = (
     ("e2e_s", "end to end, s (lower is better)"),

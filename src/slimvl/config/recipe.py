@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from slimvl.atomic import write_text_atomic
 from slimvl.config.optimizations import (
     RECIPE_FORMAT_VERSION,
     SECTIONS,
@@ -119,16 +119,7 @@ class Recipe:
         """Write as YAML or JSON (by suffix), atomically: readers never see a partial file."""
         path = Path(path)
         text = self.to_json() if _format_of(path) == "json" else self.to_yaml()
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "x", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Recipe:

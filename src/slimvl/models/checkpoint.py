@@ -6,15 +6,13 @@ a user's real checkpoint goes through.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from slimvl.atomic import write_directory_atomic
 from slimvl.models.builder import config_from_dict, random_model
 from slimvl.models.preprocess import Preprocessor
 from slimvl.models.tokenizer import build_tokenizer, special_token_ids
@@ -90,20 +88,12 @@ def save_checkpoint(
     model: Qwen3VLForConditionalGeneration, preprocessor: Preprocessor, path: str | Path
 ) -> Path:
     """Save model, tokenizer and image processor in HF format, atomically (temp dir, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp.chmod(0o755)
-    try:
+
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         preprocessor.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+    return write_directory_atomic(path, fill)
 
 
 def write_random_checkpoint(path: str | Path, seed: int = 0, std: float = 0.2, **sizes: int) -> Path:
