@@ -19,18 +19,7 @@ def pipeline(small_model: LoadedModel) -> Pipeline:
 def _reference_tokens(loaded: LoadedModel, images: list[Image.Image], prompt: str, n: int) -> list[int]:
     """transformers' own greedy generation, forced to produce exactly n tokens."""
     inputs = loaded.preprocessor(images, prompt)
-    extra = {}
-    if images:
-        extra = {"pixel_values": inputs.pixel_values, "image_grid_thw": inputs.image_grid_thw}
-    out = loaded.model.generate(
-        input_ids=inputs.input_ids,
-        attention_mask=inputs.attention_mask,
-        mm_token_type_ids=inputs.mm_token_type_ids,
-        do_sample=False,
-        max_new_tokens=n,
-        min_new_tokens=n,
-        **extra,
-    )
+    out = loaded.model.generate(**inputs.model_kwargs(), do_sample=False, max_new_tokens=n, min_new_tokens=n)
     return out[0, inputs.input_ids.shape[1] :].tolist()
 
 

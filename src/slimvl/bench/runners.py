@@ -144,11 +144,7 @@ class HFRunner:
             inputs = self.preprocessor([image], question)
             generate_at = time.perf_counter()
             output = self.model.generate(
-                input_ids=inputs.input_ids,
-                attention_mask=inputs.attention_mask,
-                mm_token_type_ids=inputs.mm_token_type_ids,
-                pixel_values=inputs.pixel_values,
-                image_grid_thw=inputs.image_grid_thw,
+                **inputs.model_kwargs(),
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=max_new_tokens,

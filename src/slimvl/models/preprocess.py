@@ -37,6 +37,17 @@ class ModelInputs:
     def visual_tokens(self) -> int:
         return int(self.mm_token_type_ids.sum())
 
+    def model_kwargs(self) -> dict[str, torch.Tensor]:
+        """The tensors as keyword arguments of transformers' `forward`/`generate` (image ones if any)."""
+        kwargs = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "mm_token_type_ids": self.mm_token_type_ids,
+        }
+        if self.pixel_values is not None:
+            kwargs.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return kwargs
+
 
 class Preprocessor:
     """Chat template + image processor + tokenizer of one checkpoint."""
