@@ -12,12 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SLIMVL_OPENVINO_VENV:-.venv-openvino}"
 PYTHON="${PYTHON:-python3}"
-TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 
 "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" --upgrade pip
-"${PIP[@]}" --index-url "$TORCH_INDEX_URL" "torch==2.13.0"
+"${PIP[@]}" "torch>=2.13,<2.14"  # the same CPU build as slimvl's own .venv
 "${PIP[@]}" \
     "openvino==2026.4.1" \
     "openvino-tokenizers==2026.4.1.0" \

@@ -9,8 +9,11 @@ from slimvl.train.tiny import (
     encode_example,
     lr_at,
     patch_embed_as_linear,
+    focus_masks,
+    grounding_loss,
     tiny_config,
     token_object_labels,
+    token_overlaps,
 )
 
 
@@ -34,7 +37,8 @@ def test_encode_example_labels_only_the_answer() -> None:
 def test_token_object_labels_marks_the_object_cells() -> None:
     obj = SceneObject(size="large", left=64, top=0, extent=64, color="blue", shape="star")
     # 256x256 image, grid 16x16 patches -> 8x8 merged tokens of 32 px
-    colors, shapes = token_object_labels([obj], (256, 256), torch.tensor([1, 16, 16]))
+    overlaps = token_overlaps([obj], (256, 256), torch.tensor([1, 16, 16]))
+    colors, shapes = token_object_labels([obj], overlaps)
     blue = list(COLORS).index("blue")
     covered = [k for k in range(64) if colors[k] == blue]
     assert covered == [2, 3, 10, 11]  # rows 0-1, columns 2-3
@@ -66,3 +70,44 @@ def test_lr_schedule() -> None:
     assert lr_at(10, 100, 1.0, 10) == 1.0
     assert lr_at(100, 100, 1.0, 10) < 1e-9
     assert lr_at(50, 100, 1.0, 10, time_progress=1.0) < 1e-9
+
+
+def test_focus_masks_cover_the_named_object_then_its_neighbor() -> None:
+    from slimvl.data import make_example
+
+    example = next(make_example(s) for s in range(100) if make_example(s).qtype == "relation")
+    overlaps = token_overlaps(example.objects, example.image.size, torch.tensor([1, 16, 16]))
+    first, answer = focus_masks(example, overlaps)
+    assert first.any() and answer.any()
+    assert not (first & answer).any()  # two different objects, 4% apart at least
+
+
+def test_grounding_loss_is_zero_when_attention_is_on_the_focus() -> None:
+    # one sequence: [text, visual, visual, text(query), answer]; layers 1 and 2 are supervised
+    labels = torch.tensor([[IGNORE, IGNORE, IGNORE, IGNORE, 7]])
+    batch = {
+        "mm_token_type_ids": torch.tensor([[0, 1, 1, 0, 0]]),
+        "focus": torch.tensor([[False, True], [True, False]]),
+        "ground_query": torch.tensor([[3], [3]]),
+    }
+    attn = torch.zeros(1, 2, 5, 5)
+    on_focus = [attn.clone() for _ in range(3)]
+    on_focus[1][0, 0, 3, 2] = 1.0  # first hop: the second visual token
+    on_focus[2][0, 0, 3, 1] = 1.0  # answer: the first
+    assert float(grounding_loss(tuple(on_focus), batch, labels)) < 1e-5
+    off_focus = [attn.clone() for _ in range(3)]
+    off_focus[1][0, 0, 3, 0] = 1.0
+    off_focus[2][0, 0, 3, 0] = 1.0
+    assert float(grounding_loss(tuple(off_focus), batch, labels)) > 5
+
+
+def test_ground_query_points_at_the_referring_word_and_the_last_prompt_token() -> None:
+    from slimvl.data import make_example
+    from slimvl.data.grounding import referring_word
+
+    pre = build_preprocessor()
+    for seed in range(12):
+        item = encode_example(pre, seed)
+        word_position, last = item["ground_query"].flatten().tolist()
+        assert pre.tokenizer.decode(item["input_ids"][word_position]).strip() == referring_word(make_example(seed))
+        assert item["labels"][last] == IGNORE and item["labels"][last + 1] != IGNORE

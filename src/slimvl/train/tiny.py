@@ -21,7 +21,17 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import Qwen3VLForConditionalGeneration
 
-from slimvl.data import ANSWER_VOCABULARY, COLORS, SHAPES, SPLITS, SceneObject, corpus_texts, make_example
+from slimvl.data import (
+    ANSWER_VOCABULARY,
+    COLORS,
+    SHAPES,
+    SPLITS,
+    SceneObject,
+    VQAExample,
+    corpus_texts,
+    make_example,
+)
+from slimvl.data.grounding import referenced_objects, referring_word
 from slimvl.models.builder import config_from_dict
 from slimvl.models.checkpoint import qwen3vl_image_processor, save_checkpoint, small_config_dict
 from slimvl.models.preprocess import Preprocessor
@@ -40,6 +50,16 @@ TINY_PIXELS = 256 * 256
 IGNORE = -100
 NONE_LABEL = "none"
 AUX_WEIGHT = 0.5
+MERGE = 2
+# Position classes of the auxiliary head: merged-grid rows and columns (the tiny model sees 8 x 8).
+GRID_CLASSES = 16
+# Grounding, two hops: in text layer 1, head 0 of the question's referring word ("circle" in "What color is
+# the circle?") is taught to attend to the visual tokens of the objects it names; in layer 2, head 0 of the
+# position that predicts the answer to those of the object the answer is read from.
+GROUND_LAYERS = (1, 2)
+GROUND_WEIGHT = 0.5
+FOCUS_MIN_OVERLAP = 0.15
+TRAINING_KEYS = ("aux_colors", "aux_shapes", "aux_rows", "aux_cols", "focus", "ground_query")
 _COLOR_INDEX = {name: i for i, name in enumerate(COLORS)}
 
 
@@ -52,41 +72,58 @@ def build_preprocessor() -> Preprocessor:
 def tiny_config(preprocessor: Preprocessor):
     raw = small_config_dict(vocab_size=len(preprocessor.tokenizer), **TINY_SIZES)
     raw["text_config"].update(
-        num_attention_heads=3,
-        num_key_value_heads=1,
-        head_dim=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=48,
         intermediate_size=576,
-        rope_parameters={**raw["text_config"]["rope_parameters"], "mrope_section": [12, 10, 10]},
+        rope_parameters={**raw["text_config"]["rope_parameters"], "mrope_section": [8, 8, 8]},
     )
     raw["vision_config"].update(num_heads=2, intermediate_size=512, num_position_embeddings=256)
     return config_from_dict(raw, **special_token_ids(preprocessor.tokenizer))
 
 
-def token_object_labels(
-    objects: list[SceneObject], image_size: tuple[int, int], grid_thw: torch.Tensor, merge: int = 2
-) -> tuple[torch.Tensor, torch.Tensor]:
+def token_overlaps(objects: list[SceneObject], image_size: tuple[int, int], grid_thw: torch.Tensor) -> torch.Tensor:
+    """(tokens, objects): the share of each merged visual token's cell that each object's box covers.
+
+    Token k covers merged-grid cell (k // w, k % w), in processor order.
+    """
+    _, gh, gw = (int(v) for v in grid_thw)
+    rows, cols = gh // MERGE, gw // MERGE
+    cell_w, cell_h = image_size[0] / cols, image_size[1] / rows
+    k = torch.arange(rows * cols)
+    x0, y0 = (k % cols) * cell_w, (k // cols) * cell_h
+    boxes = torch.tensor([obj.bbox for obj in objects], dtype=torch.float64).reshape(-1, 4)
+    width = (torch.minimum(x0[:, None] + cell_w, boxes[:, 2]) - torch.maximum(x0[:, None], boxes[:, 0])).clamp(min=0)
+    height = (torch.minimum(y0[:, None] + cell_h, boxes[:, 3]) - torch.maximum(y0[:, None], boxes[:, 1])).clamp(min=0)
+    return width * height / (cell_w * cell_h)
+
+
+def token_object_labels(objects: list[SceneObject], overlaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Color and shape class of the object overlapping each merged visual token most (or "none").
 
     Dense auxiliary targets for training only: they teach the vision tower what is where long before
-    the answer loss alone would. Token k covers merged-grid cell (k // w, k % w), in processor order.
+    the answer loss alone would.
     """
-    _, gh, gw = (int(v) for v in grid_thw)
-    rows, cols = gh // merge, gw // merge
-    cell_w, cell_h = image_size[0] / cols, image_size[1] / rows
-    colors = torch.full((rows * cols,), len(COLORS), dtype=torch.long)
-    shapes = torch.full((rows * cols,), len(SHAPES), dtype=torch.long)
-    for k in range(rows * cols):
-        x0, y0 = (k % cols) * cell_w, (k // cols) * cell_h
-        best = 0.0
-        for obj in objects:
-            ox0, oy0, ox1, oy1 = obj.bbox
-            overlap = max(0.0, min(x0 + cell_w, ox1) - max(x0, ox0)) * max(
-                0.0, min(y0 + cell_h, oy1) - max(y0, oy0)
-            )
-            if overlap > best:
-                best = overlap
-                colors[k], shapes[k] = _COLOR_INDEX[obj.color], SHAPES.index(obj.shape)
+    colors = torch.full((overlaps.shape[0],), len(COLORS), dtype=torch.long)
+    shapes = torch.full((overlaps.shape[0],), len(SHAPES), dtype=torch.long)
+    if objects:
+        best, index = overlaps.max(dim=1)
+        for k in torch.nonzero(best > 0).flatten().tolist():
+            obj = objects[int(index[k])]
+            colors[k], shapes[k] = _COLOR_INDEX[obj.color], SHAPES.index(obj.shape)
     return colors, shapes
+
+
+def focus_masks(example: VQAExample, overlaps: torch.Tensor) -> torch.Tensor:
+    """(2, tokens) bool: the tokens to look at first and the tokens that hold the answer.
+
+    For a relation question the first are the named object's and the second its neighbor's; for the
+    others both are the tokens of every object the question is about (none for "no" and "zero").
+    """
+    referenced = referenced_objects(example)
+    first, answer = (referenced[:1], referenced[1:]) if example.qtype == "relation" else (referenced, referenced)
+    covered = overlaps >= FOCUS_MIN_OVERLAP
+    return torch.stack([covered[:, first].any(dim=1), covered[:, answer].any(dim=1)])
 
 
 def encode_example(preprocessor: Preprocessor, seed: int) -> dict[str, torch.Tensor]:
@@ -100,10 +137,18 @@ def encode_example(preprocessor: Preprocessor, seed: int) -> dict[str, torch.Ten
     labels = torch.full_like(input_ids, IGNORE)
     labels[-len(target) :] = target
     mm = torch.cat([inputs.mm_token_type_ids[0], torch.zeros_like(target, dtype=torch.int32)])
-    colors, shapes = token_object_labels(example.objects, example.image.size, inputs.image_grid_thw[0])
+    overlaps = token_overlaps(example.objects, example.image.size, inputs.image_grid_thw[0])
+    colors, shapes = token_object_labels(example.objects, overlaps)
+    cols = int(inputs.image_grid_thw[0, 2]) // MERGE
+    word = tokenizer(" " + referring_word(example), add_special_tokens=False)["input_ids"]
+    word_position = int(torch.nonzero(inputs.input_ids[0] == word[-1]).max())
     return {
         "aux_colors": colors,
         "aux_shapes": shapes,
+        "aux_rows": torch.div(torch.arange(len(colors)), cols, rounding_mode="floor"),
+        "aux_cols": torch.arange(len(colors)) % cols,
+        "focus": focus_masks(example, overlaps),
+        "ground_query": torch.tensor([[word_position], [len(inputs.input_ids[0]) - 1]]),  # (hops, 1)
         "input_ids": input_ids,
         "labels": labels,
         "mm_token_type_ids": mm,
@@ -144,8 +189,7 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torc
         "attention_mask": mask,
         "pixel_values": torch.cat([it["pixel_values"] for it in items]),
         "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
-        "aux_colors": torch.cat([it["aux_colors"] for it in items]),
-        "aux_shapes": torch.cat([it["aux_shapes"] for it in items]),
+        **{key: torch.cat([it[key] for it in items], dim=-1) for key in TRAINING_KEYS},
     }
 
 
@@ -167,10 +211,32 @@ class AuxHead(torch.nn.Module):
         super().__init__()
         self.colors = torch.nn.Linear(hidden, len(COLORS) + 1)
         self.shapes = torch.nn.Linear(hidden, len(SHAPES) + 1)
+        self.rows = torch.nn.Linear(hidden, GRID_CLASSES)
+        self.cols = torch.nn.Linear(hidden, GRID_CLASSES)
 
-    def loss(self, visual_tokens: torch.Tensor, colors: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
-        ce = torch.nn.functional.cross_entropy
-        return ce(self.colors(visual_tokens.float()), colors) + ce(self.shapes(visual_tokens.float()), shapes)
+    def loss(self, visual_tokens: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens = visual_tokens.float()
+        return sum(
+            torch.nn.functional.cross_entropy(getattr(self, name)(tokens), batch["aux_" + name])
+            for name in ("colors", "shapes", "rows", "cols")
+        )
+
+
+def grounding_loss(
+    attentions: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor], labels: torch.Tensor
+) -> torch.Tensor:
+    """-log of the attention mass that head 0 of each hop's query position puts on that hop's focus tokens."""
+    visual = batch["mm_token_type_ids"] == 1
+    rows = torch.arange(len(labels), device=labels.device)
+    losses = []
+    for hop, layer in enumerate(GROUND_LAYERS):
+        focus = torch.zeros_like(visual)
+        focus[visual] = batch["focus"][hop]
+        weights = attentions[layer][rows, 0, batch["ground_query"][hop]].float()
+        mass = (weights * focus).sum(1)
+        valid = focus.any(1)
+        losses.append(-mass[valid].clamp_min(1e-6).log().mean() if valid.any() else mass.sum() * 0)
+    return sum(losses) / len(losses)
 
 
 def _one_thread(_worker: int) -> None:
@@ -195,7 +261,8 @@ def answer_accuracy(model, preprocessor: Preprocessor, seeds: range, device: str
         items = [encode_example(preprocessor, s) for s in range(start, min(start + batch, seeds.stop))]
         b = {k: v.to(device) for k, v in collate(items, preprocessor.tokenizer.pad_token_id).items()}
         labels = b.pop("labels")
-        b.pop("aux_colors"), b.pop("aux_shapes")
+        for key in TRAINING_KEYS:
+            b.pop(key)
         logits = model(**b).logits
         first = (labels != IGNORE).int().argmax(1)  # position of the answer token
         rows = torch.arange(len(items), device=device)
@@ -210,6 +277,8 @@ def train(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     preprocessor = build_preprocessor()
     model = Qwen3VLForConditionalGeneration(tiny_config(preprocessor)).to(args.device)
+    # Eager text attention returns the attention weights the grounding loss supervises.
+    model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa", "": "eager"})
     model.train()
     patch_embed = model.model.visual.patch_embed
     patch_embed.forward = lambda pixels: patch_embed_as_linear(patch_embed, pixels)
@@ -246,21 +315,25 @@ def train(args: argparse.Namespace) -> dict:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, time_progress)
         steps_done = step + 1
         batch = {k: v.to(args.device, non_blocking=True) for k, v in batch.items()}
-        colors, shapes = batch.pop("aux_colors"), batch.pop("aux_shapes")
+        targets = {key: batch.pop(key) for key in TRAINING_KEYS}
         with autocast:
-            answer_loss = model(**batch).loss
-            aux_loss = aux.loss(captured["tokens"], colors, shapes)
-        loss = answer_loss + AUX_WEIGHT * aux_loss
+            out = model(**batch, output_attentions=True)
+            answer_loss = out.loss
+            aux_loss = aux.loss(captured["tokens"], targets)
+            ground_loss = grounding_loss(out.attentions, {**batch, **targets}, batch["labels"])
+        loss = answer_loss + AUX_WEIGHT * aux_loss + GROUND_WEIGHT * ground_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        window.append((answer_loss.item(), aux_loss.item()))
+        window.append((answer_loss.item(), aux_loss.item(), ground_loss.item()))
         if step % args.log_every == 0 or step == args.steps - 1:
             entry = {  # means over the steps since the last entry
                 "step": step,
-                "answer_loss": round(sum(a for a, _ in window) / len(window), 4),
-                "aux_loss": round(sum(b for _, b in window) / len(window), 4),
+                **{
+                    name: round(sum(values[i] for values in window) / len(window), 4)
+                    for i, name in enumerate(("answer_loss", "aux_loss", "grounding_loss"))
+                },
                 "elapsed_s": round(time.time() - start, 1),
             }
             log.append(entry)
@@ -271,6 +344,7 @@ def train(args: argparse.Namespace) -> dict:
     val = range(SPLITS["val"].start, SPLITS["val"].start + args.val_n)
     accuracy = answer_accuracy(model, preprocessor, val, args.device, args.batch)
     model = model.to("cpu").float().eval()
+    model.set_attn_implementation("sdpa")
     save_checkpoint(model, preprocessor, args.out)
     record = {
         "command": "python scripts/train_tiny.py " + " ".join(args.argv),
