@@ -1,6 +1,6 @@
 from slimvl.data import make_example
-from slimvl.data.questions import NUMBER_WORDS
 from slimvl.data.grounding import referenced_objects
+from slimvl.data.questions import NUMBER_WORDS
 
 
 def test_referenced_objects_are_what_the_answer_is_read_from() -> None:

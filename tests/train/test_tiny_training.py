@@ -7,10 +7,10 @@ from slimvl.train.tiny import (
     build_preprocessor,
     collate,
     encode_example,
-    lr_at,
-    patch_embed_as_linear,
     focus_masks,
     grounding_loss,
+    lr_at,
+    patch_embed_as_linear,
     tiny_config,
     token_object_labels,
     token_overlaps,
@@ -109,5 +109,7 @@ def test_ground_query_points_at_the_referring_word_and_the_last_prompt_token() -
     for seed in range(12):
         item = encode_example(pre, seed)
         word_position, last = item["ground_query"].flatten().tolist()
-        assert pre.tokenizer.decode(item["input_ids"][word_position]).strip() == referring_word(make_example(seed))
+        assert pre.tokenizer.decode(item["input_ids"][word_position]).strip() == referring_word(
+            make_example(seed)
+        )
         assert item["labels"][last] == IGNORE and item["labels"][last + 1] != IGNORE

@@ -64,4 +64,6 @@ def referring_word(example: VQAExample) -> str:
         return next(w for w in words if w in COLORS)
     if example.qtype == "count":
         return next(w for w in words if w in COLORS or w in _PLURAL_SHAPES)
-    return next(shape for color, shape in zip(words, words[1:], strict=False) if color in COLORS and shape in SHAPES)
+    return next(
+        shape for color, shape in zip(words, words[1:], strict=False) if color in COLORS and shape in SHAPES
+    )

@@ -82,7 +82,9 @@ def tiny_config(preprocessor: Preprocessor):
     return config_from_dict(raw, **special_token_ids(preprocessor.tokenizer))
 
 
-def token_overlaps(objects: list[SceneObject], image_size: tuple[int, int], grid_thw: torch.Tensor) -> torch.Tensor:
+def token_overlaps(
+    objects: list[SceneObject], image_size: tuple[int, int], grid_thw: torch.Tensor
+) -> torch.Tensor:
     """(tokens, objects): the share of each merged visual token's cell that each object's box covers.
 
     Token k covers merged-grid cell (k // w, k % w), in processor order.
@@ -93,12 +95,18 @@ def token_overlaps(objects: list[SceneObject], image_size: tuple[int, int], grid
     k = torch.arange(rows * cols)
     x0, y0 = (k % cols) * cell_w, (k // cols) * cell_h
     boxes = torch.tensor([obj.bbox for obj in objects], dtype=torch.float64).reshape(-1, 4)
-    width = (torch.minimum(x0[:, None] + cell_w, boxes[:, 2]) - torch.maximum(x0[:, None], boxes[:, 0])).clamp(min=0)
-    height = (torch.minimum(y0[:, None] + cell_h, boxes[:, 3]) - torch.maximum(y0[:, None], boxes[:, 1])).clamp(min=0)
+    width = (
+        torch.minimum(x0[:, None] + cell_w, boxes[:, 2]) - torch.maximum(x0[:, None], boxes[:, 0])
+    ).clamp(min=0)
+    height = (
+        torch.minimum(y0[:, None] + cell_h, boxes[:, 3]) - torch.maximum(y0[:, None], boxes[:, 1])
+    ).clamp(min=0)
     return width * height / (cell_w * cell_h)
 
 
-def token_object_labels(objects: list[SceneObject], overlaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_object_labels(
+    objects: list[SceneObject], overlaps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Color and shape class of the object overlapping each merged visual token most (or "none").
 
     Dense auxiliary targets for training only: they teach the vision tower what is where long before
@@ -121,7 +129,9 @@ def focus_masks(example: VQAExample, overlaps: torch.Tensor) -> torch.Tensor:
     others both are the tokens of every object the question is about (none for "no" and "zero").
     """
     referenced = referenced_objects(example)
-    first, answer = (referenced[:1], referenced[1:]) if example.qtype == "relation" else (referenced, referenced)
+    first, answer = (
+        (referenced[:1], referenced[1:]) if example.qtype == "relation" else (referenced, referenced)
+    )
     covered = overlaps >= FOCUS_MIN_OVERLAP
     return torch.stack([covered[:, first].any(dim=1), covered[:, answer].any(dim=1)])
 
