@@ -20,6 +20,14 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
+# The standard scenario on a 2B-sized model, slimvl's int8 beside its peers (about 30 minutes on 2 cores).
+BENCH_OUT ?= benchmarks/results/bench_2b_peers
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,peers]'
+	test -x .venv-openvino/bin/python || scripts/setup_openvino.sh
+	$(BIN)/slimvl bench builtin:2b-shape --recipe int8 --peers hf-fp32,hf-bf16,torchao-int8,openvino-int8 \
+		--json-out $(BENCH_OUT).json --md-out $(BENCH_OUT).md --plot $(BENCH_OUT).png
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests

@@ -13,6 +13,7 @@ from slimvl import api, optimizations
 from slimvl.api import missing_optimizations
 from slimvl.cli import main
 from slimvl.config import PRESET_NAMES, Recipe, preset
+from slimvl.data import QUESTION_TYPES
 from slimvl.demo import N_QUESTIONS, RECIPES, run_demo
 from slimvl.errors import InputError
 from slimvl.models.loader import load_model
@@ -258,3 +259,15 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     assert "expected:" in capsys.readouterr().out
+
+
+def test_eval_json_with_a_baseline_reports_the_paired_comparison(
+    small_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["eval", str(small_checkpoint), "--recipe", "int8", "--baseline", "none", "--n", "3", "--json"]
+    assert main([*args, "--split", "val", "--threads", "1"]) == 0
+    record = _one_json(capsys.readouterr().out)
+    assert record["n"] == 3 and 0 <= record["accuracy"] <= 1 and set(record["by_type"]) <= set(QUESTION_TYPES)
+    assert record["baseline"]["recipe"] == "none" and record["baseline"]["n"] == 3
+    assert record["paired_difference"]["n"] == 3
+    assert 0 <= record["next_token"]["top1_agreement"] <= 1 and record["next_token"]["mean_kl"] >= 0

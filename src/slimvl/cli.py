@@ -20,12 +20,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from slimvl.api import load, optimize
-from slimvl.bench.accuracy import evaluate
+from slimvl.bench.accuracy import evaluate, next_token_agreement, paired_difference
 from slimvl.bench.harness import DEFAULT_BANDWIDTH_BYTES, BenchOptions, exit_code, run_bench, write_outputs
 from slimvl.bench.printers import print_report
 from slimvl.bench.profiles import PROFILE_NAMES
 from slimvl.bench.rows import PEER_NAMES, parse_peers
 from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
+from slimvl.data import examples
 from slimvl.demo import run_demo
 from slimvl.errors import InputError, SlimvlError
 from slimvl.models.loader import builtin_names
@@ -123,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--blind", action="store_true", help="blank images: the model must fall to guessing"
+    )
+    evaluate.add_argument(
+        "--baseline",
+        metavar="FILE|NAME",
+        help="also evaluate this recipe on the same questions: paired difference, next-token agreement, KL",
     )
     evaluate.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -303,10 +309,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    compare = args.baseline is not None
+    baseline_recipe = resolve_recipe(args.baseline) if compare else None
     slim = load(args.model, resolve_recipe(args.recipe), threads=args.threads)
     recipe = slim.recipe
-    result = evaluate(slim, split=args.split, n=args.n, blind=args.blind)
+    questions = list(examples(args.split, args.n))
+    result = evaluate(slim, blind=args.blind, keep_logprobs=compare, questions=questions, split=args.split)
     record = {"model": args.model, "recipe": recipe.name, **result.to_dict()}
+    if compare:
+        del slim
+        reference = load(args.model, baseline_recipe, threads=args.threads)
+        base = evaluate(
+            reference, blind=args.blind, keep_logprobs=True, questions=questions, split=args.split
+        )
+        record["baseline"] = {"recipe": baseline_recipe.name, **base.to_dict()}
+        record["paired_difference"] = paired_difference(base, result)
+        record["next_token"] = next_token_agreement(base, result)
     if args.json:
         print(json.dumps(record))
         return 0
@@ -335,6 +353,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     Console(highlight=False).print(table)
     if args.blind:
         print("blind check: every image replaced by a blank one")
+    if compare:
+        diff, agreement = record["paired_difference"], record["next_token"]
+        print(
+            f"against {record['baseline']['recipe']} ({record['baseline']['accuracy']:.1%}) on the same "
+            f"questions: {diff['delta']:+.1%} (95% CI {diff['ci95'][0]:+.1%} to {diff['ci95'][1]:+.1%}); "
+            f"first-token top-1 agreement {agreement['top1_agreement']:.2%}, "
+            f"mean KL {agreement['mean_kl']:.2e} nats"
+        )
     return 0
 
 

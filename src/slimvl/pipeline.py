@@ -24,6 +24,7 @@ class Answer:
     text: str
     token_ids: list[int]
     metrics: RequestMetrics
+    first_logits: torch.Tensor  # (vocab,) float32: the distribution the first answer token was picked from
 
 
 class Pipeline:
@@ -71,7 +72,8 @@ class Pipeline:
                     logits, cache, seq = pruning_prefill(self.model, seq)
                 else:
                     logits, cache = prefill(self.model, seq)
-                token = logits[0, -1].argmax()
+                first_logits = logits[0, -1].float()
+                token = first_logits.argmax()
                 tokens.append(int(token))
             with monitor.stage("decode"):
                 kv_cache = StaticKVCache.from_dynamic(cache, capacity=seq.length + max_new_tokens)
@@ -89,7 +91,7 @@ class Pipeline:
             visual_tokens=inputs.visual_tokens,
             visual_tokens_kept=int(seq.visual_mask.sum()),
         )
-        return Answer(self.preprocessor.decode(answer_ids).strip(), tokens, metrics)
+        return Answer(self.preprocessor.decode(answer_ids).strip(), tokens, metrics, first_logits)
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

@@ -49,3 +49,20 @@ def test_paired_difference() -> None:
     assert discordant_counts(a.correct, b.correct) == (1, 2)
     with pytest.raises(ValueError, match="same questions"):
         paired_difference(a, _result([True], ["color"]))
+
+
+def test_next_token_agreement_counts_argmax_matches_and_kl() -> None:
+    import torch
+
+    from slimvl.bench.accuracy import next_token_agreement
+
+    p = torch.log_softmax(torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), dim=-1)
+    q = torch.log_softmax(torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), dim=-1)
+    reference = EvalResult("test", 2, False, [True, True], ["color", "shape"], {}, p)
+    candidate = EvalResult("test", 2, False, [True, False], ["color", "shape"], {}, q)
+    out = next_token_agreement(reference, candidate)
+    assert out["top1_agreement"] == 0.5
+    assert out["mean_kl"] == pytest.approx(float((p[1].exp() * (p[1] - q[1])).sum()) / 2)
+    assert next_token_agreement(reference, reference)["mean_kl"] == 0.0
+    with pytest.raises(ValueError, match="keep_logprobs"):
+        next_token_agreement(_result([True], ["color"]), candidate)

@@ -63,3 +63,11 @@ def test_majority_accuracy(train_sample):
         of_type = [ex for ex in test_sample if ex.qtype == qtype]
         expected = sum(ex.answer == baseline[qtype][0] for ex in of_type) / len(of_type)
         assert accuracy[qtype] == pytest.approx(expected)
+
+
+def test_question_answers_match_the_rendered_examples() -> None:
+    from slimvl.data import examples, question_answers
+
+    light = question_answers("val", 40)
+    full = list(examples("val", 40))
+    assert [(q.qtype, q.answer) for q in light] == [(e.qtype, e.answer) for e in full]

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from slimvl.api import SlimModel
-from slimvl.data import QUESTION_TYPES, VQAExample, blank_image, examples, majority_accuracy
+from slimvl.data import (
+    QUESTION_TYPES,
+    VQAExample,
+    blank_image,
+    examples,
+    majority_accuracy,
+    question_answers,
+)
 
 Z95 = 1.959963984540054
 MAJORITY_TRAIN_N = 5000  # train examples the majority-answer baseline is fitted on
@@ -41,6 +50,8 @@ class EvalResult:
     correct: list[bool]  # per question, in seed order
     qtypes: list[str]
     majority: dict[str, float] = field(default_factory=dict)
+    # (n, vocab) log-probabilities of the first answer token, per question; kept only when asked for
+    first_logprobs: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def accuracy(self) -> float:
@@ -81,19 +92,41 @@ class EvalResult:
 
 
 def evaluate(
-    model: SlimModel, split: str = "test", n: int = 1000, blind: bool = False, max_new_tokens: int = 4
+    model: SlimModel,
+    split: str = "test",
+    n: int = 1000,
+    blind: bool = False,
+    max_new_tokens: int = 4,
+    keep_logprobs: bool = False,
+    questions: Sequence[VQAExample] | None = None,
 ) -> EvalResult:
-    """Greedy answers to the first `n` questions of `split`; `blind` replaces each image by a blank one."""
-    questions = list(examples(split, n))
-    correct = [_answer_is_right(model, ex, blind, max_new_tokens) for ex in questions]
-    majority = majority_accuracy(examples("train", MAJORITY_TRAIN_N), questions)
-    return EvalResult(split, len(questions), blind, correct, [ex.qtype for ex in questions], majority)
+    """Greedy answers to the first `n` questions of `split` (or to `questions`, already made from them);
+    `blind` replaces each image by a blank one."""
+    questions = list(examples(split, n)) if questions is None else list(questions)
+    correct, logprobs = [], []
+    for example in questions:
+        image = blank_image(example.image.size) if blind else example.image
+        answer = model.generate([image], example.question, max_new_tokens=max_new_tokens)
+        correct.append(normalize_answer(answer.text) == example.answer)
+        if keep_logprobs:
+            logprobs.append(torch.log_softmax(answer.first_logits, dim=-1))
+    majority = majority_accuracy(question_answers("train", MAJORITY_TRAIN_N), questions)
+    stacked = torch.stack(logprobs) if keep_logprobs and logprobs else None
+    return EvalResult(
+        split, len(questions), blind, correct, [ex.qtype for ex in questions], majority, stacked
+    )
 
 
-def _answer_is_right(model: SlimModel, example: VQAExample, blind: bool, max_new_tokens: int) -> bool:
-    image = blank_image(example.image.size) if blind else example.image
-    answer = model.generate([image], example.question, max_new_tokens=max_new_tokens)
-    return normalize_answer(answer.text) == example.answer
+def next_token_agreement(reference: EvalResult, candidate: EvalResult) -> dict[str, float]:
+    """Top-1 agreement of the first answer token and mean KL(reference || candidate) in nats."""
+    if reference.first_logprobs is None or candidate.first_logprobs is None:
+        raise ValueError("next_token_agreement needs both evaluations run with keep_logprobs=True")
+    if reference.qtypes != candidate.qtypes:
+        raise ValueError("next_token_agreement needs the same questions in both evaluations")
+    p, q = reference.first_logprobs, candidate.first_logprobs
+    agree = (p.argmax(-1) == q.argmax(-1)).float().mean()
+    kl = (p.exp() * (p - q)).sum(-1)
+    return {"top1_agreement": float(agree), "mean_kl": float(kl.mean()), "max_kl": float(kl.max())}
 
 
 def paired_difference(a: EvalResult, b: EvalResult) -> dict[str, float]:

@@ -10,6 +10,7 @@ from slimvl.data.dataset import (
     majority_accuracy,
     majority_baseline,
     make_example,
+    question_answers,
 )
 from slimvl.data.questions import ANSWER_VOCABULARY, QUESTION_TYPES, corpus_texts
 from slimvl.data.render import blank_image
@@ -30,4 +31,5 @@ __all__ = [
     "majority_accuracy",
     "majority_baseline",
     "make_example",
+    "question_answers",
 ]

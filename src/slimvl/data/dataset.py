@@ -33,6 +33,14 @@ class VQAExample:
     objects: list[SceneObject]
 
 
+@dataclass(frozen=True)
+class QuestionAnswer:
+    """What a baseline that never looks at the image needs of an example."""
+
+    qtype: str
+    answer: str
+
+
 def make_example(seed: int, size: tuple[int, int] = (448, 448)) -> VQAExample:
     """The example for seed: always the same image bytes, question and answer. size is (width, height)."""
     size = check_size(size)
@@ -41,6 +49,19 @@ def make_example(seed: int, size: tuple[int, int] = (448, 448)) -> VQAExample:
     objects, question, answer = BUILDERS[qtype](rng, size)
     image = render_scene(objects, size, rng)
     return VQAExample(image, question, answer, qtype, seed, objects)
+
+
+def question_answers(split: str, n: int, size: tuple[int, int] = (448, 448)) -> list[QuestionAnswer]:
+    """Type and answer of the first n examples of split, without drawing their images (the answers are
+    drawn from the seed before the image is, so they are those of `examples`)."""
+    seeds = SPLITS[split][:n]
+    out = []
+    for seed in seeds:
+        rng = random.Random(seed)
+        qtype = rng.choice(QUESTION_TYPES)
+        _, _, answer = BUILDERS[qtype](rng, check_size(size))
+        out.append(QuestionAnswer(qtype, answer))
+    return out
 
 
 def examples(split: str, n: int | None = None, size: tuple[int, int] = (448, 448)) -> Iterator[VQAExample]:
@@ -56,7 +77,7 @@ def examples(split: str, n: int | None = None, size: tuple[int, int] = (448, 448
     return (make_example(seed, size) for seed in seeds)
 
 
-def majority_baseline(examples: Iterable[VQAExample]) -> dict[str, tuple[str, float]]:
+def majority_baseline(examples: Iterable[VQAExample | QuestionAnswer]) -> dict[str, tuple[str, float]]:
     """Per question type: the most common answer (ties broken alphabetically) and its share."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for example in examples:
@@ -69,7 +90,8 @@ def majority_baseline(examples: Iterable[VQAExample]) -> dict[str, tuple[str, fl
 
 
 def majority_accuracy(
-    train_examples: Iterable[VQAExample], test_examples: Iterable[VQAExample]
+    train_examples: Iterable[VQAExample | QuestionAnswer],
+    test_examples: Iterable[VQAExample | QuestionAnswer],
 ) -> dict[str, float]:
     """Accuracy on test of answering each type with its train-majority answer; per type and "overall"."""
     guess = {qtype: answer for qtype, (answer, _) in majority_baseline(train_examples).items()}
