@@ -11,7 +11,7 @@ from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from slimvl.config import Recipe, resolve_recipe
 from slimvl.errors import ModelLoadError
-from slimvl.memory import release_free_memory
+from slimvl.memory import fix_mmap_threshold, release_free_memory
 from slimvl.models.loader import LoadedModel, load_model, read_checkpoint_config
 from slimvl.models.preprocess import Preprocessor, load_image
 from slimvl.optimizations import (
@@ -62,6 +62,7 @@ def load(
     With a recipe, its optimizations are applied now (int8 quantizes at load time); an optimized
     directory carries its own recipe and takes none.
     """
+    fix_mmap_threshold()
     path = Path(model_ref)
     if not str(model_ref).startswith("builtin:") and is_optimized_dir(path):
         if recipe is not None and not resolve_recipe(recipe).is_empty:

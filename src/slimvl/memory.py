@@ -1,4 +1,4 @@
-"""Give the C allocator's free memory back to the operating system after a large load."""
+"""Keep the C allocator from holding freed weight-sized blocks: lower peak and steady RSS."""
 
 from __future__ import annotations
 
@@ -25,3 +25,22 @@ def release_free_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's default starting value
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Serve every allocation above `threshold` bytes by its own mapping, returned to the OS on free.
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so after the first
+    weight is repacked, later weight-sized blocks come from the heap and, once freed, stay in RSS. At 2B
+    int8 that cost ~1 GB while loading (plain int8 copies freed during packing) and ~0.25 GB during a
+    request. Setting the threshold explicitly turns that adjustment off (like `MALLOC_MMAP_THRESHOLD_`).
+    Returns whether it was set (glibc only).
+    """
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
