@@ -3,6 +3,7 @@ from transformers import Qwen3VLForConditionalGeneration
 
 from slimvl.data import COLORS, SHAPES, SceneObject
 from slimvl.train.tiny import (
+    HOPS,
     IGNORE,
     build_preprocessor,
     collate,
@@ -82,23 +83,22 @@ def test_focus_masks_cover_the_named_object_then_its_neighbor() -> None:
     assert not (first & answer).any()  # two different objects, 4% apart at least
 
 
-def test_grounding_loss_is_zero_when_attention_is_on_the_focus() -> None:
-    # one sequence: [text, visual, visual, text(query), answer]; layers 1 and 2 are supervised
+def test_grounding_loss_is_zero_when_every_hop_attends_to_its_target() -> None:
+    # one sequence: [word, visual, visual, text(final), answer]
     labels = torch.tensor([[IGNORE, IGNORE, IGNORE, IGNORE, 7]])
     batch = {
         "mm_token_type_ids": torch.tensor([[0, 1, 1, 0, 0]]),
-        "focus": torch.tensor([[False, True], [True, False]]),
-        "ground_query": torch.tensor([[3], [3]]),
+        "focus": torch.tensor([[False, True], [True, False]]),  # first hop: token 2; answer: token 1
+        "ground_query": torch.tensor([[0], [3]]),
     }
-    attn = torch.zeros(1, 2, 5, 5)
-    on_focus = [attn.clone() for _ in range(3)]
-    on_focus[1][0, 0, 3, 2] = 1.0  # first hop: the second visual token
-    on_focus[2][0, 0, 3, 1] = 1.0  # answer: the first
-    assert float(grounding_loss(tuple(on_focus), batch, labels)) < 1e-5
-    off_focus = [attn.clone() for _ in range(3)]
-    off_focus[1][0, 0, 3, 0] = 1.0
-    off_focus[2][0, 0, 3, 0] = 1.0
-    assert float(grounding_loss(tuple(off_focus), batch, labels)) > 5
+    targets = {"first": 2, "word": 0, "answer": 1}
+    on, off = torch.zeros(4, 1, 2, 5, 5), torch.zeros(4, 1, 2, 5, 5)
+    for hop in HOPS:
+        query = 0 if hop.query == "word" else 3
+        on[hop.layer, 0, hop.head, query, targets[hop.target]] = 1.0
+        off[hop.layer, 0, hop.head, query, 4] = 1.0  # the answer token: no hop's target
+    assert grounding_loss(tuple(on), batch, labels).abs().max() < 1e-5
+    assert (grounding_loss(tuple(off), batch, labels) > 5).all()
 
 
 def test_ground_query_points_at_the_referring_word_and_the_last_prompt_token() -> None:

@@ -15,6 +15,7 @@ import json
 import math
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from slimvl.models.tokenizer import build_tokenizer, special_token_ids
 
 TINY_SIZES = {
     "text_hidden": 192,
-    "text_layers": 3,
+    "text_layers": 4,
     "vision_hidden": 128,
     "vision_depth": 3,
     "deepstack": (0, 1, 2),
@@ -53,10 +54,25 @@ AUX_WEIGHT = 0.5
 MERGE = 2
 # Position classes of the auxiliary head: merged-grid rows and columns (the tiny model sees 8 x 8).
 GRID_CLASSES = 16
-# Grounding, two hops: in text layer 1, head 0 of the question's referring word ("circle" in "What color is
-# the circle?") is taught to attend to the visual tokens of the objects it names; in layer 2, head 0 of the
-# position that predicts the answer to those of the object the answer is read from.
-GROUND_LAYERS = (1, 2)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One supervised attention: in `layer`, `head` of the `query` position ("word": the question's
+    referring word, "final": the position that predicts the answer) should attend to `target` ("first":
+    the visual tokens of the objects the word names, "answer": those of the object the answer is read
+    from, "word": the referring word)."""
+
+    layer: int
+    head: int
+    query: str
+    target: str
+
+
+# Grounding: the word finds its objects (layer 1), the answer position reads the word, which now holds
+# what it found (layer 2), then looks at the answer's object (layer 3: for a relation question, the
+# named object's neighbor, which needs the named object's place from the hops before).
+HOPS = (Hop(1, 0, "word", "first"), Hop(2, 1, "final", "word"), Hop(3, 0, "final", "answer"))
 GROUND_WEIGHT = 0.5
 FOCUS_MIN_OVERLAP = 0.15
 TRAINING_KEYS = ("aux_colors", "aux_shapes", "aux_rows", "aux_cols", "focus", "ground_query")
@@ -235,18 +251,24 @@ class AuxHead(torch.nn.Module):
 def grounding_loss(
     attentions: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor], labels: torch.Tensor
 ) -> torch.Tensor:
-    """-log of the attention mass that head 0 of each hop's query position puts on that hop's focus tokens."""
+    """Per hop of `HOPS`: -log of the attention mass its head puts on its target (mean over examples)."""
     visual = batch["mm_token_type_ids"] == 1
     rows = torch.arange(len(labels), device=labels.device)
+    positions = {"word": batch["ground_query"][0], "final": batch["ground_query"][1]}
+    targets = {}
+    for index, name in enumerate(("first", "answer")):
+        targets[name] = torch.zeros_like(visual)
+        targets[name][visual] = batch["focus"][index]
+    targets["word"] = torch.zeros_like(visual)
+    targets["word"][rows, positions["word"]] = True
     losses = []
-    for hop, layer in enumerate(GROUND_LAYERS):
-        focus = torch.zeros_like(visual)
-        focus[visual] = batch["focus"][hop]
-        weights = attentions[layer][rows, 0, batch["ground_query"][hop]].float()
-        mass = (weights * focus).sum(1)
-        valid = focus.any(1)
+    for hop in HOPS:
+        target = targets[hop.target]
+        weights = attentions[hop.layer][rows, hop.head, positions[hop.query]].float()
+        mass = (weights * target).sum(1)
+        valid = target.any(1)
         losses.append(-mass[valid].clamp_min(1e-6).log().mean() if valid.any() else mass.sum() * 0)
-    return sum(losses) / len(losses)
+    return torch.stack(losses)
 
 
 def _one_thread(_worker: int) -> None:
@@ -298,7 +320,12 @@ def train(args: argparse.Namespace) -> dict:
         lambda _m, _i, out: captured.update(tokens=out.pooler_output)
     )
     params = [*model.parameters(), *aux.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05, betas=(0.9, 0.98))
+    # No decay on norm scales and biases: the attention sharpness that grounding needs lives in q/k norms.
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.05},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
     if (args.steps + args.workers) * args.batch > len(SPLITS["train"]):
         raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {len(SPLITS['train'])}")
     # Each loader worker batches its own share, so a few spare batches keep every step full.
@@ -330,19 +357,21 @@ def train(args: argparse.Namespace) -> dict:
             out = model(**batch, output_attentions=True)
             answer_loss = out.loss
             aux_loss = aux.loss(captured["tokens"], targets)
-            ground_loss = grounding_loss(out.attentions, {**batch, **targets}, batch["labels"])
-        loss = answer_loss + AUX_WEIGHT * aux_loss + GROUND_WEIGHT * ground_loss
+            hop_losses = grounding_loss(out.attentions, {**batch, **targets}, batch["labels"])
+        loss = answer_loss + AUX_WEIGHT * aux_loss + GROUND_WEIGHT * hop_losses.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        window.append((answer_loss.item(), aux_loss.item(), ground_loss.item()))
+        window.append((answer_loss.item(), aux_loss.item(), *hop_losses.tolist()))
         if step % args.log_every == 0 or step == args.steps - 1:
             entry = {  # means over the steps since the last entry
                 "step": step,
                 **{
                     name: round(sum(values[i] for values in window) / len(window), 4)
-                    for i, name in enumerate(("answer_loss", "aux_loss", "grounding_loss"))
+                    for i, name in enumerate(
+                        ("answer_loss", "aux_loss", *(f"hop{k}_loss" for k in range(len(HOPS))))
+                    )
                 },
                 "elapsed_s": round(time.time() - start, 1),
             }

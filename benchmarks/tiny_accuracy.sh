@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Accuracy of builtin:tiny and of each optimization on it, on the same 1000 test questions.
+# Writes benchmarks/results/tiny/*.json (and the model directory's eval.json); about 15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=benchmarks/results/tiny
+N="${N:-1000}"
+SLIMVL=.venv/bin/slimvl
+mkdir -p "$OUT"
+run() {  # run NAME ARGS...: one JSON object into $OUT/NAME.json, written whole or not at all
+    local name=$1; shift
+    "$SLIMVL" eval builtin:tiny --n "$N" --threads 2 --json "$@" > "$OUT/.$name.json.tmp"
+    mv "$OUT/.$name.json.tmp" "$OUT/$name.json"
+    echo "$name: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['accuracy'],4), r.get('paired_difference',''), r.get('next_token',''))" "$OUT/$name.json")"
+}
+run eval_test
+run eval_blind --blind
+run int8_dynamic --recipe int8 --baseline none
+run int8_static --recipe benchmarks/recipes/int8-static.yaml --baseline none
+run int8_static_smoothquant --recipe benchmarks/recipes/int8-static-smoothquant.yaml --baseline none
+run sparsify_seed --recipe sparsify --baseline none
