@@ -25,7 +25,8 @@ BENCH_OUT ?= benchmarks/results/bench_2b_peers
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,peers]'
 	test -x .venv-openvino/bin/python || scripts/setup_openvino.sh
-	$(BIN)/slimvl bench builtin:2b-shape --recipe int8 --peers hf-fp32,hf-bf16,torchao-int8,openvino-int8 \
+	test -f out/2b-int8/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape --recipe int8 -o out/2b-int8
+	$(BIN)/slimvl bench builtin:2b-shape --recipe none --recipe out/2b-int8 --peers hf-fp32,hf-bf16,torchao-int8,openvino-int8 \
 		--json-out $(BENCH_OUT).json --md-out $(BENCH_OUT).md --plot $(BENCH_OUT).png
 
 lint: $(STAMP)

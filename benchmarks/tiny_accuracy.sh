@@ -19,3 +19,18 @@ run int8_dynamic --recipe int8 --baseline none
 run int8_static --recipe benchmarks/recipes/int8-static.yaml --baseline none
 run int8_static_smoothquant --recipe benchmarks/recipes/int8-static-smoothquant.yaml --baseline none
 run sparsify_seed --recipe sparsify --baseline none
+# The model's own record of its accuracy: test split and blind check, with the commands.
+python3 - "$OUT" src/slimvl/models/assets/tiny/eval.json "$N" <<'PY'
+import json, sys
+out, target, n = sys.argv[1], sys.argv[2], sys.argv[3]
+record = {
+    "test": json.load(open(f"{out}/eval_test.json")),
+    "blind": json.load(open(f"{out}/eval_blind.json")),
+    "commands": [f"slimvl eval builtin:tiny --n {n} --json", f"slimvl eval builtin:tiny --n {n} --blind --json"],
+}
+with open(target + ".tmp", "w") as f:
+    json.dump(record, f, indent=2)
+    f.write("\n")
+import os
+os.replace(target + ".tmp", target)
+PY

@@ -1,26 +1,90 @@
-"""Put a `slimvl bench --md-out` report into README.md between the bench markers (never typed by hand).
+"""Put measured tables into README.md between their markers (never typed by hand).
 
-python scripts/readme_table.py benchmarks/results/bench_2b_int8_vs_hf.md
+python scripts/readme_table.py bench benchmarks/results/bench_2b_peers.md     # a `slimvl bench --md-out` report
+python scripts/readme_table.py accuracy benchmarks/results/tiny              # `benchmarks/tiny_accuracy.sh` output
 """
 
+import json
 import sys
 from pathlib import Path
 
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+QUESTION_TYPES = ("color", "shape", "count", "exists", "position", "relation")
+# file in the accuracy folder -> what its row is
+ACCURACY_ROWS = {
+    "eval_test": "builtin:tiny, no optimization",
+    "eval_blind": "same questions, blank images (blind check)",
+    "int8_dynamic": "int8, dynamic activations (preset int8)",
+    "int8_static": "int8, static calibrated activations",
+    "int8_static_smoothquant": "int8, static + SmoothQuant (alpha 0.5)",
+    "sparsify_seed": "sparsification, seed setting (60%, min 32 tokens)",
+}
 
 
-def main(report: str, readme: str = "README.md") -> None:
+def _replace_block(readme: str, name: str, source: str, body: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = Path(readme).read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{readme} has no {START} ... {END} block")
-    body = Path(report).read_text().strip()
-    body = "\n".join(
-        line for line in body.splitlines() if not line.startswith("# ")
-    )  # drop the report's title
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    source = f"Generated from `{report}` by `scripts/readme_table.py`."
-    Path(readme).write_text(f"{head}{START}\n{source}\n\n{body.strip()}\n{END}{tail}")
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    note = f"Generated from `{source}` by `scripts/readme_table.py`."
+    Path(readme).write_text(f"{head}{start}\n{note}\n\n{body.strip()}\n{end}{tail}")
+
+
+def bench_block(report: str) -> str:
+    lines = Path(report).read_text().strip().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("# "))  # drop the report's title
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def accuracy_block(folder: str) -> str:
+    header = [
+        "row",
+        "n",
+        "accuracy % (95% CI)",
+        *QUESTION_TYPES,
+        "Δ vs none, points (95% CI)",
+        "top-1 agree %",
+        "mean KL",
+    ]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    majority = None
+    for stem, label in ACCURACY_ROWS.items():
+        path = Path(folder) / f"{stem}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        majority = r.get("majority_baseline", majority)
+        by_type = [(_pct(r["by_type"][t]["accuracy"]) if t in r["by_type"] else "-") for t in QUESTION_TYPES]
+        diff, agree = r.get("paired_difference"), r.get("next_token")
+        cells = [
+            label,
+            str(r["n"]),
+            f"{_pct(r['accuracy'])} ({_pct(r['ci95'][0])}–{_pct(r['ci95'][1])})",
+            *by_type,
+            f"{100 * diff['delta']:+.1f} ({100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f})"
+            if diff
+            else "",
+            f"{100 * agree['top1_agreement']:.1f}" if agree else "",
+            f"{agree['mean_kl']:.1e}" if agree else "",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    if majority is not None:
+        rows.append("")
+        rows.append(
+            f"Majority-answer baseline (per question type, fitted on the train split): {_pct(majority)}%."
+        )
+    return "\n".join(rows)
+
+
+def main(kind: str, source: str, readme: str = "README.md") -> None:
+    blocks = {"bench": bench_block, "accuracy": accuracy_block}
+    if kind not in blocks:
+        raise SystemExit(f"kind: got {kind!r}, allowed: {', '.join(blocks)}")
+    _replace_block(readme, kind, source, blocks[kind](source))
 
 
 if __name__ == "__main__":

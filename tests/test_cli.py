@@ -246,7 +246,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_demo(out_dir=tmp_path / "demo") == 0
+    assert run_demo(out_dir=tmp_path / "demo", accuracy_n=6) == 0
     out = capsys.readouterr().out
     assert len(list((tmp_path / "demo").glob("*.png"))) == N_QUESTIONS
     built = [r for r in RECIPES if not missing_optimizations(preset(r))]
@@ -257,7 +257,7 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--n", "4"]) == 0
     assert "expected:" in capsys.readouterr().out
 
 

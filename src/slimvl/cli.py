@@ -27,7 +27,7 @@ from slimvl.bench.profiles import PROFILE_NAMES
 from slimvl.bench.rows import PEER_NAMES, parse_peers
 from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
 from slimvl.data import examples
-from slimvl.demo import run_demo
+from slimvl.demo import N_ACCURACY, run_demo
 from slimvl.errors import InputError, SlimvlError
 from slimvl.models.loader import builtin_names
 from slimvl.models.preprocess import load_image
@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", parents=[debug_after], help="answer a few synthetic questions")
     demo.add_argument("--out", type=Path, help="where the demo images go (default: out/demo)")
+    demo.add_argument(
+        "--n",
+        type=_positive_int,
+        default=N_ACCURACY,
+        metavar="N",
+        help=f"accuracy questions (default {N_ACCURACY})",
+    )
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -394,4 +401,4 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(out_dir=args.out)
+    return run_demo(out_dir=args.out, accuracy_n=args.n)

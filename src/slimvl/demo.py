@@ -38,12 +38,15 @@ class Question:
     expected: str
 
 
-def run_demo(out_dir: str | Path | None = None, console: Console | None = None) -> int:
-    """Run the demo, writing its images under `out_dir` (default `out/demo`); returns the exit code."""
+def run_demo(
+    out_dir: str | Path | None = None, console: Console | None = None, accuracy_n: int = N_ACCURACY
+) -> int:
+    """Run the demo, writing its images under `out_dir` (default `out/demo`) and measuring each recipe's
+    accuracy on `accuracy_n` test questions; returns the exit code."""
     console = console or Console(highlight=False, emoji=False)
     questions = _write_questions(Path(out_dir) if out_dir is not None else DEFAULT_OUT)
     trained = (tiny_path() / "config.json").is_file()
-    accuracy_questions = list(examples("test", N_ACCURACY)) if trained else []
+    accuracy_questions = list(examples("test", accuracy_n)) if trained else []
     with tempfile.TemporaryDirectory(prefix="slimvl-demo-") as tmp:
         if trained:
             model_ref, model_name = "builtin:tiny", "builtin:tiny"
@@ -57,7 +60,7 @@ def run_demo(out_dir: str | Path | None = None, console: Console | None = None) 
             _run_recipe(model_ref, model_name, recipe, questions, accuracy_questions, console)
             for recipe in RECIPES
         ]
-    console.print(_summary_table(rows, model_name))
+    console.print(_summary_table(rows, model_name, len(accuracy_questions)))
     return 0
 
 

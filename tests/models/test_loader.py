@@ -108,13 +108,17 @@ def test_unknown_builtin() -> None:
         load_model("builtin:nope")
 
 
-def test_builtin_tiny_loads_or_says_not_shipped() -> None:
-    try:
-        loaded = load_model("builtin:tiny")
-    except ModelLoadError as exc:
-        assert "not shipped" in str(exc)
-    else:
-        assert isinstance(loaded.model, Qwen3VLForConditionalGeneration)
+def test_builtin_tiny_ships_as_a_real_small_qwen3vl() -> None:
+    from slimvl.models.loader import tiny_path
+
+    loaded = load_model("builtin:tiny")
+    assert isinstance(loaded.model, Qwen3VLForConditionalGeneration)
+    config = loaded.model.config
+    assert config.tie_word_embeddings and config.vision_config.deepstack_visual_indexes
+    assert (config.vision_config.patch_size, config.vision_config.spatial_merge_size) == (16, 2)
+    assert sum(f.stat().st_size for f in tiny_path().iterdir()) < 40e6
+    record = json.loads((tiny_path() / "training.json").read_text())
+    assert record["command"].startswith("python scripts/train_tiny.py") and record["train_seconds"] > 0
 
 
 def test_2b_shape_config() -> None:
