@@ -116,9 +116,9 @@ def _run_recipe(
     ]
 
 
-def _summary_table(rows: list[list[str]], model_name: str) -> Table:
+def _summary_table(rows: list[list[str]], model_name: str, accuracy_n: int) -> Table:
     table = Table(
-        title=f"{model_name}: accuracy on {N_ACCURACY} test questions, timing of the {N_QUESTIONS} above"
+        title=f"{model_name}: accuracy on {accuracy_n} test questions, timing of the {N_QUESTIONS} above"
     )
     for column in ("recipe", "accuracy (95% CI)", "mean TTFT ms", "decode tok/s", "peak RSS MB"):
         table.add_column(column, justify="left" if column.startswith(("recipe", "accuracy")) else "right")
