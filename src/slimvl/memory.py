@@ -36,8 +36,9 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
 
     glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so after the first
     weight is repacked, later weight-sized blocks come from the heap and, once freed, stay in RSS. At 2B
-    int8 that cost ~1 GB while loading (plain int8 copies freed during packing) and ~0.25 GB during a
-    request. Setting the threshold explicitly turns that adjustment off (like `MALLOC_MMAP_THRESHOLD_`).
+    int8 that cost ~1 GB while loading (plain int8 copies freed during packing). Setting the threshold
+    explicitly turns that adjustment off (like `MALLOC_MMAP_THRESHOLD_`); `slimvl.load` sets a low one
+    while loading and a high one (fast reuse of activation buffers) for running.
     Returns whether it was set (glibc only).
     """
     libc = _libc()

@@ -72,3 +72,15 @@ def test_decode_bytes_are_decoder_norm_and_lm_head(
     )
     assert decode_bytes_per_token(model) == expected
     assert decode_bytes_per_token(model) < weight_bytes(model)
+
+
+def test_wrapper_subclass_weights_count_their_inner_tensors() -> None:
+    import torch
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    from slimvl.models.weights import weight_bytes
+
+    layer = torch.nn.Linear(8, 4, bias=False)
+    inner = torch.zeros(4, 8)
+    layer.weight = torch.nn.Parameter(TwoTensor(inner, torch.ones(4, 8)), requires_grad=False)
+    assert weight_bytes(layer) == 2 * 4 * 8 * 4

@@ -48,7 +48,7 @@ def test_ratio_zero_returns_the_sequence_itself(small_model: LoadedModel, sequen
 def test_kept_tokens_keep_their_positions_and_rows(
     small_model: LoadedModel, sequence: DecoderSequence, method: str
 ) -> None:
-    sparsifier = _sparsifier(small_model, sparsity_ratio=0.6, sparsity_method=method)
+    sparsifier = _sparsifier(small_model, sparsity_ratio=0.6, sparsity_method=method, scorer="text_guided")
     mask = sparsifier.keep_mask(sequence)
     kept = sparsifier(sequence)
     visual = sequence.visual_mask[0]
@@ -107,6 +107,7 @@ def test_make_sparsifier_routes_by_scorer(small_model: LoadedModel) -> None:
     assert isinstance(_sparsifier(small_model, scorer="attention"), AttentionSparsifier)
     assert isinstance(_sparsifier(small_model, scorer="attention", sparsity_method="grid"), TokenSparsifier)
     assert isinstance(_sparsifier(small_model, scorer="attention", sparsity_ratio=0), TokenSparsifier)
-    assert isinstance(_sparsifier(small_model), TokenSparsifier)
+    assert isinstance(_sparsifier(small_model, scorer="text_guided"), TokenSparsifier)
+    assert isinstance(_sparsifier(small_model), AttentionSparsifier)  # the default scorer
     with pytest.raises(ValueError, match="score_layer"):
         _sparsifier(small_model, scorer="attention", score_layer=4)  # the small model has 4 layers

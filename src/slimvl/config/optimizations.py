@@ -95,9 +95,11 @@ class INT8QuantizationConfig(_ValidatedConfig):
 class SparsificationConfig(_ValidatedConfig):
     """Visual token sparsification: drop the least useful visual tokens before the decoder.
 
-    ``scorer`` picks how tokens are ranked: ``"text_guided"`` uses the cosine similarity of
-    question-token embeddings and visual tokens before the decoder; ``"attention"`` uses the
-    text-to-visual attention in decoder layer ``score_layer``. ``sparsity_method`` picks
+    ``scorer`` picks how tokens are ranked: ``"attention"`` (the default: it measured best on
+    ``builtin:tiny``, see benchmarks/results/sparsify_curves_tiny.json) uses the question's attention to
+    the visual tokens in decoder layer ``score_layer`` (the layers before it see every token);
+    ``"text_guided"`` the cosine similarity of question-token embeddings and visual tokens before the
+    decoder (cheapest: the whole prefill runs on the kept tokens). ``sparsity_method`` picks
     which tokens survive: the ``top_k`` scored, a ``random`` subset (seeded by ``seed``), or
     a uniform spatial ``grid``.
     """
@@ -106,8 +108,8 @@ class SparsificationConfig(_ValidatedConfig):
     sparsity_method: str = "top_k"
     min_tokens_per_image: int = 32
     max_tokens_per_image: int = 128
-    scorer: str = "text_guided"
-    score_layer: int = 2
+    scorer: str = "attention"
+    score_layer: int = 1
     seed: int = 0
 
     SPARSITY_METHODS: ClassVar[tuple[str, ...]] = ("top_k", "random", "grid")

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 VISION = "vision"
@@ -44,19 +45,34 @@ def stored_tensors(model: nn.Module) -> Iterator[StoredTensor]:
         dot = f"{prefix}." if prefix else ""
         tensors = [*module._parameters.items()]
         tensors += [(k, b) for k, b in module._buffers.items() if k not in module._non_persistent_buffers_set]
-        for key, tensor in tensors:
-            if tensor is None or tensor.device.type == "meta":
+        for key, outer in tensors:
+            if outer is None or outer.device.type == "meta":
                 continue
-            ident = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
-            if ident in seen:
-                continue
-            seen.add(ident)
-            dtype = str(tensor.dtype).removeprefix("torch.")
-            yield StoredTensor(dot + key, tensor.numel(), tensor.numel() * tensor.element_size(), dtype)
+            for suffix, tensor in _leaves(outer):
+                ident = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                dtype = str(tensor.dtype).removeprefix("torch.")
+                yield StoredTensor(
+                    dot + key + suffix, tensor.numel(), tensor.numel() * tensor.element_size(), dtype
+                )
         packed = getattr(module, "packed_tensors", None)
         if packed is not None:
             for key, numel, nbytes, dtype in packed():
                 yield StoredTensor(dot + key, numel, nbytes, dtype)
+
+
+def _leaves(tensor: torch.Tensor, suffix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """The plain tensors that hold `tensor`'s data: itself, or the inner tensors of a wrapper subclass
+    (torchao's quantized weights), whose own storage has no data."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is None:
+        yield suffix, tensor
+        return
+    names, _ = flatten()
+    for name in names:
+        yield from _leaves(getattr(tensor, name), f"{suffix}.{name}")
 
 
 def weight_bytes(model: nn.Module) -> int:
