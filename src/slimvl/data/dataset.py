@@ -45,21 +45,24 @@ def make_example(seed: int, size: tuple[int, int] = (448, 448)) -> VQAExample:
     """The example for seed: always the same image bytes, question and answer. size is (width, height)."""
     size = check_size(size)
     rng = random.Random(seed)
-    qtype = rng.choice(QUESTION_TYPES)
-    objects, question, answer = BUILDERS[qtype](rng, size)
+    qtype, (objects, question, answer) = _draw_question(rng, size)
     image = render_scene(objects, size, rng)
     return VQAExample(image, question, answer, qtype, seed, objects)
+
+
+def _draw_question(rng: random.Random, size: tuple[int, int]):
+    """Question type, then scene, question and answer: drawn from rng before the image is."""
+    qtype = rng.choice(QUESTION_TYPES)
+    return qtype, BUILDERS[qtype](rng, size)
 
 
 def question_answers(split: str, n: int, size: tuple[int, int] = (448, 448)) -> list[QuestionAnswer]:
     """Type and answer of the first n examples of split, without drawing their images (the answers are
     drawn from the seed before the image is, so they are those of `examples`)."""
-    seeds = SPLITS[split][:n]
+    size = check_size(size)
     out = []
-    for seed in seeds:
-        rng = random.Random(seed)
-        qtype = rng.choice(QUESTION_TYPES)
-        _, _, answer = BUILDERS[qtype](rng, check_size(size))
+    for seed in SPLITS[split][:n]:
+        qtype, (_, _, answer) = _draw_question(random.Random(seed), size)
         out.append(QuestionAnswer(qtype, answer))
     return out
 
