@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from slimvl.bench import driver
 from slimvl.bench.driver import RowResult, run_interleaved
 from slimvl.bench.rows import RowSpec
 
@@ -65,7 +66,7 @@ def test_runs_are_interleaved_round_by_round(launch, tmp_path: Path) -> None:
         assert [r["run"] for r in result.runs] == [1, 2, 3]
         assert [r["e2e_s"] for r in result.runs] == [1.0, 2.0, 3.0]  # the warm-up is not a run
         assert result.ready["load_s"] == 0.5
-    assert "3 worker(s) resident together" in notes[0]
+    assert notes[0].startswith("wave 1: row0, row1, row2 resident together")
 
 
 def test_failing_workers_are_reported_and_the_others_go_on(launch, tmp_path: Path) -> None:
@@ -85,3 +86,42 @@ def test_failing_workers_are_reported_and_the_others_go_on(launch, tmp_path: Pat
         ("row0", 1), ("row3", 1), ("row0", 2), ("row3", 2), ("row0", 3)
     ]  # fmt: skip
     assert any("row1: failed" in m for m in messages)
+
+
+def test_rows_that_do_not_fit_beside_the_others_run_in_a_later_wave(launch, tmp_path: Path) -> None:
+    """Memory for 10 units: row1 (8) cannot start beside row0 (6), row2 (3) can; row1 runs alone after."""
+    results = _results("ok", "ok", "ok")
+    need = {"row0": 6, "row1": 8, "row2": 3}
+    resident: list[str] = []
+
+    def tracking_launch(row: RowSpec):
+        resident.append(row.name)
+        return launch(row)
+
+    def available() -> int:  # what the workers started so far in this wave leave free
+        return 10 - sum(need[name] for name in resident) + driver.MEMORY_MARGIN_BYTES
+
+    def progress(message: str) -> None:
+        if "later wave" in message:
+            resident.clear()  # the wave's workers exit before the next wave starts
+
+    images = [tmp_path / f"{i}.png" for i in range(3)]
+    order, notes = run_interleaved(
+        results, tracking_launch, images, progress, tmp_path, need=lambda row: need[row.name],
+        available=available,
+    )  # fmt: skip
+    assert [(o["row"], o["run"]) for o in order] == [
+        ("row0", 1), ("row2", 1), ("row0", 2), ("row2", 2), ("row1", 1), ("row1", 2)
+    ]  # fmt: skip
+    assert all(result.status == "ok" and len(result.runs) == 2 for result in results)
+    assert notes[0].startswith("wave 1: row0, row2 resident together")
+    assert notes[1].startswith("wave 2: row1 resident together")
+
+
+def test_a_row_too_big_for_the_machine_still_starts_alone(launch, tmp_path: Path) -> None:
+    results = _results("ok")
+    order, _ = run_interleaved(
+        results, launch, [tmp_path / "0.png", tmp_path / "1.png"], lambda _: None, tmp_path,
+        need=lambda _row: 10**15, available=lambda: 0,
+    )  # fmt: skip
+    assert [(o["row"], o["run"]) for o in order] == [("row0", 1)]

@@ -32,17 +32,17 @@ class _Pair:
         self.mean = mean
 
 class _Metrics:
-    def __init__(self, n):
-        self.n = n
+    def __init__(self, n, pruning_ratio):
+        self.n, self.pruning_ratio = n, pruning_ratio
     def get_num_generated_tokens(self): return self.n
     def get_num_input_tokens(self): return 30
-    def get_ttft(self): return _Pair(50.0)
+    def get_ttft(self): return _Pair(50.0 - self.pruning_ratio / 2)  # pruning shortens the prefill
     def get_tpot(self): return _Pair(10.0)
     def get_prepare_embeddings_duration(self): return _Pair(20.0)
 
 class _Result:
-    def __init__(self, n):
-        self.perf_metrics = _Metrics(n)
+    def __init__(self, n, pruning_ratio):
+        self.perf_metrics = _Metrics(n, pruning_ratio)
 
 class GenerationConfig:
     pass
@@ -53,7 +53,7 @@ class VLMPipeline:
     def generate(self, prompt, images, generation_config):
         config = generation_config
         assert config.ignore_eos and config.min_new_tokens == config.max_new_tokens and not config.do_sample
-        return _Result(config.max_new_tokens)
+        return _Result(config.max_new_tokens, config.pruning_ratio)
 """
 
 
@@ -76,9 +76,9 @@ def fake_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return modules
 
 
-def test_openvino_row_through_the_worker(fake_venv: Path, small_checkpoint: Path, tmp_path: Path) -> None:
+def _run_peer(peer: str, fake_venv: Path, checkpoint: Path, tmp_path: Path):
     images = Scenario(max_new_tokens=4).write_images(tmp_path, runs=2)
-    row = peer_row(str(small_checkpoint), "openvino-int8")
+    row = peer_row(str(checkpoint), peer)
     spec = {
         **row.to_dict(),
         "threads": 1,
@@ -89,7 +89,11 @@ def test_openvino_row_through_the_worker(fake_venv: Path, small_checkpoint: Path
     env = {**os.environ, "PYTHONPATH": str(fake_venv)}
     results = [RowResult(row)]
     run_interleaved(results, lambda r: (worker_argv(r, spec), env), images, lambda _: None, tmp_path)
-    result = results[0]
+    return results[0], row, spec
+
+
+def test_openvino_row_through_the_worker(fake_venv: Path, small_checkpoint: Path, tmp_path: Path) -> None:
+    result, row, spec = _run_peer("openvino-int8", fake_venv, small_checkpoint, tmp_path)
     assert result.status == "ok", result.error
     assert result.ready["weight_bytes"] == 1500 and result.ready["decode_weight_bytes"] == 1000
     assert isinstance(result.ready["export_s"], float)
@@ -102,3 +106,11 @@ def test_openvino_row_through_the_worker(fake_venv: Path, small_checkpoint: Path
         assert run["new_tokens"] == 4 and run["cpu_s_per_token"] == pytest.approx(run["cpu_s"] / 4)
     # the export is cached: a second launch does not export again
     assert json.loads(worker_argv(row, spec)[-1])["export_s"] is None
+
+
+def test_the_pruning_peer_asks_openvino_to_prune(
+    fake_venv: Path, small_checkpoint: Path, tmp_path: Path
+) -> None:
+    result, _, _ = _run_peer("openvino-int8-prune60", fake_venv, small_checkpoint, tmp_path)
+    assert result.status == "ok", result.error
+    assert [run["ttft_ms"] for run in result.runs] == [20.0, 20.0]  # the fake's TTFT: 50 - 60 / 2

@@ -16,7 +16,14 @@ def test_parse_peers() -> None:
     assert parse_peers("hf-fp32, hf-bf16,") == ["hf-fp32", "hf-bf16"]
     with pytest.raises(ValueError, match="unknown peer x"):
         parse_peers("hf-fp32,x")
-    assert set(PEER_NAMES) == {"hf-fp32", "hf-bf16", "torchao-int8", "openvino-int8", "openvino-int4"}
+    assert set(PEER_NAMES) == {
+        "hf-fp32",
+        "hf-bf16",
+        "torchao-int8",
+        "openvino-int8",
+        "openvino-int8-prune60",
+        "openvino-int4",
+    }
 
 
 def test_torchao_missing_is_not_runnable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,15 +1,20 @@
+import json
+
 import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from slimvl.data import COLORS, SHAPES, SceneObject
+from slimvl.models.loader import tiny_path
 from slimvl.train.tiny import (
     HOPS,
     IGNORE,
     build_preprocessor,
     collate,
+    earlier_stages,
     encode_example,
     focus_masks,
     grounding_loss,
+    load_weights,
     lr_at,
     patch_embed_as_linear,
     tiny_config,
@@ -113,3 +118,21 @@ def test_ground_query_points_at_the_referring_word_and_the_last_prompt_token() -
             make_example(seed)
         )
         assert item["labels"][last] == IGNORE and item["labels"][last + 1] != IGNORE
+
+
+def test_init_continues_from_the_shipped_weights_and_records_its_stages(tmp_path) -> None:
+    model = Qwen3VLForConditionalGeneration(tiny_config(build_preprocessor()))
+    load_weights(model, str(tiny_path()))
+    shipped = Qwen3VLForConditionalGeneration.from_pretrained(tiny_path())
+    for name, value in shipped.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+
+    record = json.loads((tiny_path() / "training.json").read_text())
+    stages = earlier_stages(str(tiny_path()))
+    assert stages[-1]["command"] == record["command"] and "loss_log" not in stages[-1]
+    assert sum(stage["examples"] for stage in stages) >= record["examples"]
+
+    (tmp_path / "training.json").write_text(json.dumps({"command": "x", "examples": 5, "train_seconds": 1.0}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert earlier_stages(str(tmp_path)) == [{"command": "x", "examples": 5, "train_seconds": 1.0}]

@@ -2,7 +2,8 @@
 
 Interleaving spreads the machine's drift (up to 30% between passes on small machines) over every row
 instead of favouring the row that ran first. Workers start one at a time (load + warm-up) and stay
-alive, idle between their runs; a worker that fails marks its row failed and the others go on.
+alive, idle between their runs, as many together as memory allows (rows that do not fit run in a later
+wave); a worker that fails marks its row failed and the others go on.
 """
 
 from __future__ import annotations
@@ -95,21 +96,53 @@ class WorkerProcess:
         self._log.close()
 
 
-def _memory_note(workers: dict[str, WorkerProcess]) -> str:
+MEMORY_MARGIN_BYTES = 1_000_000_000  # the runs' transient activations and the parent process
+
+
+def _resident_bytes(workers: dict[str, WorkerProcess]) -> int:
     resident = 0
     for worker in workers.values():
         try:
             resident += psutil.Process(worker.proc.pid).memory_info().rss
         except psutil.Error:
             continue  # a worker that just died holds no memory
+    return resident
+
+
+def _memory_note(wave: int, workers: dict[str, WorkerProcess]) -> str:
     memory = psutil.virtual_memory()
     note = (
-        f"{len(workers)} worker(s) resident together: {resident / 1e9:.2f} GB; "
+        f"wave {wave}: {', '.join(workers)} resident together: {_resident_bytes(workers) / 1e9:.2f} GB; "
         f"{memory.available / 1e9:.2f} GB of {memory.total / 1e9:.2f} GB available"
     )
     if memory.available < 0.1 * memory.total:
         note += " (little memory left: idle workers may be swapped out, which distorts interleaved timings)"
     return note
+
+
+def _available_bytes() -> int:
+    return psutil.virtual_memory().available
+
+
+def _start(
+    result: RowResult, number: int, launch: Launch, log_dir: Path, progress: Progress
+) -> WorkerProcess | None:
+    """The row's ready worker, or None with the row marked failed."""
+    name = result.spec.name
+    progress(f"{name}: starting (load + 1 warm-up run)")
+    worker = None
+    try:
+        argv, env = launch(result.spec)
+        worker = WorkerProcess(argv, env, log_dir / f"worker-{number}.log")
+        result.ready = worker.wait_ready()
+    except Exception as exc:  # any failure to start is this row's, reported in its status
+        result.fail(str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}")
+        progress(f"{name}: failed: {result.error}")
+        if worker is not None:
+            worker.close()
+        return None
+    progress(f"{name}: ready, loaded in {result.ready.get('load_s', 0.0):.1f} s")
+    return worker
 
 
 def run_interleaved(
@@ -118,45 +151,67 @@ def run_interleaved(
     images: Sequence[Path],
     progress: Progress,
     log_dir: Path,
+    need: Callable[[RowSpec], int] = lambda _row: 0,
+    available: Callable[[], int] = _available_bytes,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Start a worker per runnable row, then run `images[1:]` in rounds; `images[0]` is the warm-up.
 
+    Workers stay resident together as long as memory allows: a row whose estimated peak (`need`) does
+    not fit in the memory still available beside the running workers waits for a later wave, which
+    starts once the current wave's runs are done and its workers have exited. Runs interleave within a
+    wave; the notes say which rows shared one.
+
     Returns the order in which runs happened (`seq`, `row`, `run`) and notes for the report.
     """
-    workers: dict[str, WorkerProcess] = {}
     order: list[dict[str, Any]] = []
-    try:
-        for number, result in enumerate(results):
-            if result.status != "ok":
-                continue
-            name = result.spec.name
-            progress(f"{name}: starting (load + 1 warm-up run)")
-            try:
-                argv, env = launch(result.spec)
-                workers[name] = WorkerProcess(argv, env, log_dir / f"worker-{number}.log")
-                result.ready = workers[name].wait_ready()
-            except Exception as exc:  # any failure to start is this row's, reported in its status
-                result.fail(str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}")
-                progress(f"{name}: failed: {result.error}")
-                continue
-            progress(f"{name}: ready, loaded in {result.ready.get('load_s', 0.0):.1f} s")
-        notes = [_memory_note(workers)] if workers else []
-        for run in range(1, len(images)):
-            for result in results:
-                name = result.spec.name
-                if result.status != "ok" or name not in workers:
+    notes: list[str] = []
+    numbers = {id(result): number for number, result in enumerate(results)}
+    pending = [result for result in results if result.status == "ok"]
+    while pending:
+        workers: dict[str, WorkerProcess] = {}
+        try:
+            waiting = []
+            for result in pending:
+                if workers and need(result.spec) + MEMORY_MARGIN_BYTES > available():
+                    waiting.append(result)
                     continue
-                seq = len(order)
-                order.append({"seq": seq, "row": name, "run": run})
-                try:
-                    metrics = workers[name].run(run, images[run])
-                except WorkerError as exc:
-                    result.fail(str(exc))
-                    progress(f"{name}: run {run} failed: {exc}")
-                    continue
-                result.runs.append({"run": run, "seq": seq, **metrics})
-                progress(f"{name}: run {run}/{len(images) - 1}: {metrics.get('e2e_s') or 0:.2f} s end to end")
-    finally:
-        for worker in workers.values():
-            worker.close()
+                worker = _start(result, numbers[id(result)], launch, log_dir, progress)
+                if worker is not None:
+                    workers[result.spec.name] = worker
+            pending = waiting
+            if waiting:
+                progress(
+                    f"not enough memory beside {', '.join(workers)}: later wave for "
+                    f"{', '.join(r.spec.name for r in waiting)}"
+                )
+            if workers:
+                notes.append(_memory_note(len(notes) + 1, workers))
+            _run_rounds(results, workers, images, order, progress)
+        finally:
+            for worker in workers.values():
+                worker.close()
     return order, notes
+
+
+def _run_rounds(
+    results: Sequence[RowResult],
+    workers: dict[str, WorkerProcess],
+    images: Sequence[Path],
+    order: list[dict[str, Any]],
+    progress: Progress,
+) -> None:
+    for run in range(1, len(images)):
+        for result in results:
+            name = result.spec.name
+            if result.status != "ok" or name not in workers:
+                continue
+            seq = len(order)
+            order.append({"seq": seq, "row": name, "run": run})
+            try:
+                metrics = workers[name].run(run, images[run])
+            except WorkerError as exc:
+                result.fail(str(exc))
+                progress(f"{name}: run {run} failed: {exc}")
+                continue
+            result.runs.append({"run": run, "seq": seq, **metrics})
+            progress(f"{name}: run {run}/{len(images) - 1}: {metrics.get('e2e_s') or 0:.2f} s end to end")

@@ -15,6 +15,7 @@ import psutil
 from slimvl.atomic import write_text_atomic
 from slimvl.bench import ablation as ablation_mod
 from slimvl.bench.driver import Progress, RowResult, run_interleaved
+from slimvl.bench.memory_plan import estimated_peak_bytes
 from slimvl.bench.plot import write_plot
 from slimvl.bench.printers import markdown
 from slimvl.bench.profiles import Profile, get_profile
@@ -143,7 +144,9 @@ def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> di
             }
             return worker_argv(row, spec), env
 
-        run_order, notes = run_interleaved(results, launch, images, progress, Path(tmp))
+        run_order, notes = run_interleaved(
+            results, launch, images, progress, Path(tmp), need=estimated_peak_bytes
+        )
     machine = {
         **machine_info(),
         "read_bandwidth_gbps": bandwidth.gbps,

@@ -62,6 +62,7 @@ class OpenVINORunner:
         self.config.min_new_tokens = self.spec["max_new_tokens"]
         self.config.ignore_eos = True
         self.config.do_sample = False
+        self.config.pruning_ratio = self.spec.get("pruning_percent", 0)
 
     def run(self, image_path: str) -> dict[str, Any]:
         with Image.open(image_path) as im:

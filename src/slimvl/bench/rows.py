@@ -30,6 +30,7 @@ class Peer:
     dtype: str = "fp32"
     quantize: str | None = None
     weight_format: str | None = None
+    pruning_percent: int = 0  # OpenVINO GenAI's own visual token pruning (GenerationConfig.pruning_ratio)
 
 
 PEERS: dict[str, Peer] = {
@@ -43,6 +44,12 @@ PEERS: dict[str, Peer] = {
     ),
     "openvino-int8": Peer(
         "openvino", "OpenVINO GenAI VLMPipeline, optimum-intel int8 export", weight_format="int8"
+    ),
+    "openvino-int8-prune60": Peer(
+        "openvino",
+        "OpenVINO GenAI VLMPipeline, optimum-intel int8 export, its visual token pruning at 60% (CDPruner)",
+        weight_format="int8",
+        pruning_percent=60,
     ),
     "openvino-int4": Peer(
         "openvino", "OpenVINO GenAI VLMPipeline, optimum-intel int4 export", weight_format="int4"
@@ -61,6 +68,7 @@ class RowSpec:
     recipe: dict[str, Any] | None = None  # slimvl rows: Recipe.to_dict()
     quantize: str | None = None
     weight_format: str | None = None
+    pruning_percent: int = 0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +109,7 @@ def peer_row(model: str, peer: str) -> RowSpec:
         dtype=info.dtype,
         quantize=info.quantize,
         weight_format=info.weight_format,
+        pruning_percent=info.pruning_percent,
     )
 
 

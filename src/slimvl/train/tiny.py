@@ -6,6 +6,10 @@ inference uses, and the loss covers only the answer word and the closing `<|im_e
 
     python scripts/train_tiny.py --out src/slimvl/models/assets/tiny            # CPU, 2 threads
     python scripts/train_tiny.py --out ... --device cuda --workers 15           # a GPU, faster
+    python scripts/train_tiny.py --out NEW --init OLD ...                       # train OLD further
+
+`--init` continues from a checkpoint this script saved, on the training examples after those it has seen;
+its `training.json` then lists every stage, so the shipped weights stay reproducible command by command.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import Qwen3VLForConditionalGeneration
 
@@ -187,12 +192,33 @@ def answer_accuracy(model, preprocessor: Preprocessor, seeds: range, device: str
     return right / len(seeds)
 
 
+def earlier_stages(init: str | None) -> list[dict]:
+    """The stages that made the checkpoint `init` (from its training.json), each without its loss log."""
+    if not init:
+        return []
+    record = json.loads((Path(init) / "training.json").read_text())
+    stages = record.get("earlier_stages", [])
+    return [*stages, {k: v for k, v in record.items() if k not in ("loss_log", "earlier_stages")}]
+
+
+def load_weights(model: torch.nn.Module, init: str) -> None:
+    state = load_file(str(Path(init) / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied embeddings: the checkpoint stores the table once and lm_head shares it.
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(f"init: {init} does not match the tiny model ({missing=}, {unexpected=})")
+
+
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     preprocessor = build_preprocessor()
-    model = Qwen3VLForConditionalGeneration(tiny_config(preprocessor)).to(args.device)
+    model = Qwen3VLForConditionalGeneration(tiny_config(preprocessor))
+    stages = earlier_stages(args.init)
+    if args.init:
+        load_weights(model, args.init)
+    model = model.to(args.device)
     # Eager text attention returns the attention weights the grounding loss supervises.
     model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa", "": "eager"})
     model.train()
@@ -210,10 +236,12 @@ def train(args: argparse.Namespace) -> dict:
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
-    if (args.steps + args.workers) * args.batch > len(SPLITS["train"]):
-        raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {len(SPLITS['train'])}")
+    seen = sum(stage["examples"] for stage in stages)
+    available = len(SPLITS["train"]) - seen
+    if (args.steps + args.workers) * args.batch > available:
+        raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {available}")
     # Each loader worker batches its own share, so a few spare batches keep every step full.
-    stream = TrainStream(preprocessor, SPLITS["train"].start, (args.steps + args.workers) * args.batch)
+    stream = TrainStream(preprocessor, SPLITS["train"].start + seen, (args.steps + args.workers) * args.batch)
     loader = DataLoader(
         stream,
         batch_size=args.batch,
@@ -285,6 +313,8 @@ def train(args: argparse.Namespace) -> dict:
         "val_first_token_accuracy": accuracy,
         "val_n": args.val_n,
         "params": sum(p.numel() for p in model.parameters()),
+        "total_train_seconds": round(train_s + sum(stage["train_seconds"] for stage in stages), 1),
+        "earlier_stages": stages,
         "loss_log": log,
     }
     (Path(args.out) / "training.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -295,6 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="continue training this checkpoint (saved by this script)")
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
