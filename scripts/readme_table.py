@@ -16,7 +16,9 @@ ACCURACY_ROWS = {
     "int8_dynamic": "int8, dynamic activations (preset int8)",
     "int8_static": "int8, static calibrated activations",
     "int8_static_smoothquant": "int8, static + SmoothQuant (alpha 0.5)",
-    "sparsify_seed": "sparsification, seed setting (60%, min 32 tokens)",
+    "int8_dynamic_full_range": "int8, dynamic, 8-bit activations (VNNI CPUs only)",
+    "int8_weight_only": "int8 weights only, bf16 activations",
+    "sparsify_seed": "sparsification, seed setting (60%; preset sparsify: attention scorer)",
 }
 
 

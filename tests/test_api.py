@@ -52,29 +52,14 @@ def test_recipe_without_handler_is_not_built(monkeypatch: pytest.MonkeyPatch, sm
         slimvl.load(str(small_checkpoint), "int8")
 
 
-def test_seed_snippet_runs() -> None:
+def test_the_seed_snippet_imports_from_the_package() -> None:
+    """The seed's snippet imports its configs from the top-level package (it runs in tests/config)."""
     from slimvl import AdaptivePrecisionConfig, INT8QuantizationConfig, PruningConfig, SparsificationConfig
 
-    int8_config = INT8QuantizationConfig(
-        quantization_mode="static",
-        activation_bits=8,
-        weight_bits=8,
-        quantize_embeddings=True,
-        quantize_attention=True,
-        quantize_mlp=True,
+    assert (INT8QuantizationConfig, SparsificationConfig, PruningConfig, AdaptivePrecisionConfig) == (
+        slimvl.config.INT8QuantizationConfig,
+        slimvl.config.SparsificationConfig,
+        slimvl.config.PruningConfig,
+        slimvl.config.AdaptivePrecisionConfig,
     )
-    sparsification_config = SparsificationConfig(
-        sparsity_ratio=0.6, sparsity_method="top_k", min_tokens_per_image=32, max_tokens_per_image=128
-    )
-    pruning_config = PruningConfig(pruning_ratio=0.3, pruning_schedule="iterative", num_pruning_steps=5)
-    adaptive_precision_config = AdaptivePrecisionConfig(
-        base_precision="fp16", enable_dynamic_precision=True, min_precision="int8", max_precision="fp32"
-    )
-    recipe = slimvl.Recipe(
-        name="seed",
-        int8=int8_config,
-        sparsification=sparsification_config,
-        pruning=pruning_config,
-        adaptive_precision=adaptive_precision_config,
-    )
-    assert slimvl.Recipe.from_yaml(recipe.to_yaml()) == recipe
+    assert slimvl.Recipe is slimvl.config.Recipe
