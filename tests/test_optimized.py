@@ -10,8 +10,10 @@ import torch
 import slimvl
 from slimvl.errors import ModelLoadError
 from slimvl.models.steps import build_sequence, encode_images, prefill
+from slimvl.models.weights import weight_bytes
 from slimvl.optimized import MANIFEST, WEIGHTS
-from slimvl.quant import Int8Linear
+from slimvl.quant import Int8Linear, apply
+from slimvl.quant.kernels import KERNELS, ActQuant, usable_kernels
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,30 @@ def test_round_trip_gives_identical_logits(small_checkpoint: Path, optimized_dir
     reloaded = slimvl.load(str(optimized_dir))
     assert reloaded.recipe.int8 == in_memory.recipe.int8
     assert any(isinstance(m, Int8Linear) for m in reloaded.loaded.model.modules())
+    torch.testing.assert_close(
+        _prefill_logits(reloaded, square_image), _prefill_logits(in_memory, square_image), rtol=0, atol=0
+    )
+    a = in_memory.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
+    b = reloaded.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
+    assert a.token_ids == b.token_ids
+
+
+@pytest.mark.parametrize(
+    "kernel", [n for n in usable_kernels((64, 64), ActQuant(127)) if KERNELS[n].copies_weight]
+)
+def test_a_head_with_its_own_packed_copy_leaves_the_table_in_the_file(
+    small_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, square_image, kernel: str
+) -> None:
+    monkeypatch.setattr(apply, "_select_tied_head", lambda *_args: ("dynamic", kernel))
+    out = slimvl.optimize(str(small_checkpoint), "int8", tmp_path / "int8")
+    in_memory = slimvl.load(str(small_checkpoint), "int8")
+    reloaded = slimvl.load(str(out))
+    head = reloaded.loaded.model.lm_head
+    table = reloaded.loaded.model.model.language_model.embed_tokens
+    assert head.packs_copy and head.kernel == kernel and "qweight" not in table.state_dict()
+    assert torch.equal(table.qweight, in_memory.loaded.model.model.language_model.embed_tokens.qweight)
+    # in memory the table and the head's packed copy are both held; reloaded only the packed copy
+    assert weight_bytes(reloaded.loaded.model) == weight_bytes(in_memory.loaded.model) - table.qweight.nbytes
     torch.testing.assert_close(
         _prefill_logits(reloaded, square_image), _prefill_logits(in_memory, square_image), rtol=0, atol=0
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from accelerate import init_empty_weights
 from PIL import Image
+from torch import nn
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from slimvl.config import Recipe, resolve_recipe
@@ -23,9 +24,10 @@ from slimvl.optimizations import (
     rebuild_modules,
     runtime_sparsifier,
 )
-from slimvl.optimized import is_optimized_dir, load_weights, read_manifest, write_optimized
+from slimvl.optimized import is_optimized_dir, load_weights, map_tensor, read_manifest, write_optimized
 from slimvl.pipeline import Answer, Pipeline
 from slimvl.quant import deduplicated_state_dict, load_quantized_state_dict, prepare_kernels
+from slimvl.quant.embedding import TiedInt8LMHead
 
 # While loading, every block above 128 KiB is its own mapping, so plain weight copies freed during int8
 # packing leave RSS at once (2B int8: load peak 3.51 -> 2.51 GB). While running, blocks up to 32 MiB
@@ -108,6 +110,15 @@ def optimize(
     return write_optimized(out_dir, state, save_originals, resolved, slim.plans, str(model_ref))
 
 
+def _table_left_in_file(model: nn.Module) -> str | None:
+    """The embedding whose int8 table a tied head packs its own copy of: its lookups then read the
+    table from the weights file instead of holding it in memory a second time. None if there is none."""
+    head = getattr(model, "lm_head", None)
+    if not (isinstance(head, TiedInt8LMHead) and head.packs_copy):
+        return None
+    return next(name for name, module in model.named_modules() if module is head.table)
+
+
 def _load_optimized(path: Path, threads: int | None) -> SlimModel:
     manifest = read_manifest(path)
     recipe = manifest["recipe_obj"]
@@ -117,7 +128,12 @@ def _load_optimized(path: Path, threads: int | None) -> SlimModel:
     with init_empty_weights(include_buffers=False):
         model = Qwen3VLForConditionalGeneration(config)
     rebuild_modules(model, manifest["plans"])
-    state = load_weights(path, manifest)
+    table = _table_left_in_file(model)
+    key = f"{table}.qweight"
+    state = load_weights(path, manifest, skip=frozenset({key} if table else ()))
+    if table:
+        mapped, file, offset = map_tensor(path, manifest, key)
+        state[key] = mapped
     try:
         load_quantized_state_dict(model, state)
     except RuntimeError as exc:
@@ -125,6 +141,8 @@ def _load_optimized(path: Path, threads: int | None) -> SlimModel:
             f"'{path}': the weights do not fit the model: {str(exc).splitlines()[0]}"
         ) from exc
     del state
+    if table:
+        model.get_submodule(table).leave_in_file(mapped, file, offset)
     prepare_kernels(model)
     release_free_memory()
     model.eval()

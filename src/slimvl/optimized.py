@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -110,8 +111,26 @@ _DTYPES = {
 }
 
 
-def load_weights(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
-    """Read every tensor of the safetensors file into memory the process owns.
+def _header(file: Path) -> tuple[dict, int]:
+    """The safetensors header of ``file`` and the offset its data starts at."""
+    with file.open("rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(header_len)), 8 + header_len
+
+
+def map_tensor(path: Path, manifest: dict, name: str) -> tuple[torch.Tensor, str, int]:
+    """Tensor ``name`` of the weights file mapped copy-on-write, not read (pages load when touched),
+    with the file and the offset its bytes start at."""
+    file = path / manifest["weights"]["file"]
+    header, base = _header(file)
+    info = header[name]
+    start, end = info["data_offsets"]
+    array = np.memmap(file, dtype=np.uint8, mode="c", offset=base + start, shape=(end - start,))
+    return torch.from_numpy(array).view(_DTYPES[info["dtype"]]).view(info["shape"]), str(file), base + start
+
+
+def load_weights(path: Path, manifest: dict, skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """Read every tensor of the safetensors file (but those in ``skip``) into memory the process owns.
 
     `safetensors.torch.load_file` maps the file: every page a kernel touches while packing then stays
     in the process's RSS for as long as any tensor of the file lives, which doubled the resident size of
@@ -125,7 +144,7 @@ def load_weights(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
             base = 8 + header_len
             state = {}
             for name, info in header.items():
-                if name == "__metadata__":
+                if name == "__metadata__" or name in skip:
                     continue
                 tensor = torch.empty(info["shape"], dtype=_DTYPES[info["dtype"]])
                 start, end = info["data_offsets"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from slimvl.models.weights import weight_bytes
+from slimvl.quant import embedding as embedding_module
 from slimvl.quant.embedding import Int8Embedding, TiedInt8LMHead
 from slimvl.quant.int8_math import sqnr_db
 from slimvl.quant.kernels import KERNELS, ActQuant, usable_kernels
@@ -166,9 +170,45 @@ def test_tied_head_reads_the_same_table(embedding: nn.Embedding, kernel: str) ->
     assert not head(x).any()
 
 
-def test_tied_head_refuses_kernels_that_copy_the_table(embedding: nn.Embedding) -> None:
-    """A packed copy would double the largest table (and W8A8 kernels are not weight-only anyway)."""
+COPYING = [n for n in usable_kernels((1000, 64), ActQuant(127)) if KERNELS[n].copies_weight]
+
+
+def test_tied_head_mode_matches_its_kernel(embedding: nn.Embedding) -> None:
+    """In place (weight-only) or its own packed copy with quantized activations (dynamic), nothing else."""
     table = Int8Embedding.from_embedding(embedding)
-    for name in (n for n, k in KERNELS.items() if k.copies_weight):
-        with pytest.raises(ValueError, match="copy|weight-only"):
+    for name in COPYING:
+        with pytest.raises(ValueError, match="in place|weight-only"):
             TiedInt8LMHead(table, name)
+    with pytest.raises(ValueError, match="a tied head reads the table in place"):
+        TiedInt8LMHead(table, "dequant", mode="dynamic")
+    with pytest.raises(ValueError, match="mode: got 'static'"):
+        TiedInt8LMHead(table, "dequant", mode="static")
+
+
+@pytest.mark.parametrize("kernel", COPYING)
+def test_dynamic_head_packs_in_chunks_like_one_linear(
+    embedding: nn.Embedding, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunked packing is exact: each output column depends only on its own row of the table."""
+    monkeypatch.setattr(embedding_module, "PACK_CHUNK_ROWS", 300)  # 4 chunks, the last one short
+    table = Int8Embedding.from_embedding(embedding)
+    head = TiedInt8LMHead(table, kernel, mode="dynamic")
+    linear = Int8Linear(64, 1000, bias=False, mode="dynamic", kernel=kernel)
+    linear.qweight, linear.w_scale = table.qweight.clone(), table.scale.clone()
+    x = torch.randn(2, 5, 64)
+    assert torch.equal(head(x), linear(x)) and len(head._states) == 4
+    assert sqnr_db(x @ embedding.weight.T, head(x)) >= 30
+    assert head.packed_tensors() == [("packed_table", 64000, 64000, "int8")]
+
+
+def test_a_table_left_in_its_file_serves_the_same_rows(embedding: nn.Embedding, tmp_path: Path) -> None:
+    table = Int8Embedding.from_embedding(embedding)
+    expected = table.qweight.clone()
+    file = tmp_path / "table.bin"
+    file.write_bytes(b"header" + expected.numpy().tobytes())
+    mapped = torch.from_numpy(np.memmap(file, dtype=np.int8, mode="c", offset=6, shape=(1000, 64)))
+    ids = torch.tensor([[3, 999, 0]])
+    before = table(ids)
+    table.leave_in_file(mapped, str(file), 6)
+    assert torch.equal(table(ids), before) and torch.equal(table.rows(990, 1000), expected[990:])
+    assert "qweight" not in table.state_dict() and weight_bytes(table) == table.scale.nbytes

@@ -38,8 +38,9 @@ def quantize_model(
     ``static`` mode and for SmoothQuant. SmoothQuant folds its factors into the preceding norm (q/k/v
     share ``input_layernorm``, gate/up share ``post_attention_layernorm``, vision qkv/fc1 their block's
     norms) or into ``up_proj`` for ``down_proj``, at no run-time cost; other linears divide their input
-    at run time. The tied ``lm_head`` reads the int8 embedding table, weight-only; an untied one becomes
-    a weight-only ``Int8Linear``. Kernels are measured per layer shape; vision layers are timed at M=256
+    at run time. The tied ``lm_head`` reads the int8 embedding table weight-only, or (unless ``mode`` is
+    weight-only) packs its own copy for a W8A8 kernel with per-token activations, whichever measures
+    faster at one token; an untied one becomes a weight-only ``Int8Linear``. Kernels are measured per layer shape; vision layers are timed at M=256
     only (they never run one row), decoder layers at M=1 then M=256, lm_head at M=1 (it sees the last
     position only).
     """
@@ -75,7 +76,7 @@ def quantize_model(
         model.set_submodule(name, module)
         plans[name] = ModulePlan("linear", mode, choice, shape, linear.bias is not None, how, act_range)
     if config.quantize_embeddings:
-        plans.update(_quantize_embeddings(model, timings))
+        plans.update(_quantize_embeddings(model, timings, mode, config.reduce_range))
     prepare_kernels(model)
     calibration = {
         name: {
@@ -88,7 +89,9 @@ def quantize_model(
     return QuantPlan(dataclasses.asdict(config), plans, dict(timings), _machine(), calibration)
 
 
-def _quantize_embeddings(model: nn.Module, timings: Timings) -> dict[str, ModulePlan]:
+def _quantize_embeddings(
+    model: nn.Module, timings: Timings, mode: str, reduce_range: bool
+) -> dict[str, ModulePlan]:
     embedding = model.get_submodule(EMBEDDING)
     head = model.get_submodule(LM_HEAD)
     tied = head.weight.data_ptr() == embedding.weight.data_ptr()
@@ -97,15 +100,33 @@ def _quantize_embeddings(model: nn.Module, timings: Timings) -> dict[str, Module
     shape = (table.num_embeddings, table.embedding_dim)
     plans = {EMBEDDING: ModulePlan("embedding", "weight_only", None, shape)}
     if tied:
-        weight = (table.qweight, table.scale)
-        kernel = _select(shape, None, (1,), timings, copies=False, weight=weight, dtype=table.dtype)
-        model.set_submodule(LM_HEAD, TiedInt8LMHead(table, kernel))
-        plans[LM_HEAD] = ModulePlan("lm_head", "weight_only", kernel, shape, tied_to=EMBEDDING)
+        head_mode, kernel = _select_tied_head(table, timings, mode, reduce_range)
+        model.set_submodule(LM_HEAD, TiedInt8LMHead(table, kernel, head_mode, reduce_range))
+        plans[LM_HEAD] = ModulePlan("lm_head", head_mode, kernel, shape, tied_to=EMBEDDING)
     else:
         kernel = _select(shape, None, (1,), timings, dtype=head.weight.dtype)
         model.set_submodule(LM_HEAD, Int8Linear.from_linear(head, "weight_only", kernel))
         plans[LM_HEAD] = ModulePlan("linear", "weight_only", kernel, shape, head.bias is not None)
     return plans
+
+
+def _select_tied_head(
+    table: Int8Embedding, timings: Timings, mode: str, reduce_range: bool
+) -> tuple[str, str]:
+    """(mode, kernel) of the tied head: the faster at one token of an in-place weight-only kernel and,
+    unless activations must stay in float, a W8A8 kernel with its own packed copy."""
+    shape = (table.num_embeddings, table.embedding_dim)
+    weight = (table.qweight, table.scale)
+    kernel = _select(shape, None, (1,), timings, copies=False, weight=weight, dtype=table.dtype)
+    options = {"weight_only": (kernel, timings[f"weight_only {shape[0]}x{shape[1]}"][kernel]["M=1"])}
+    act = _act_quant("dynamic", reduce_range)
+    copying = [k for k in usable_kernels(shape, act) if KERNELS[k].copies_weight]
+    if mode != "weight_only" and copying:
+        kernel = _select(shape, act, (1,), timings, dtype=table.dtype, candidates=copying)
+        options["dynamic"] = (kernel, timings[f"dynamic {shape[0]}x{shape[1]}"][kernel]["M=1"])
+
+    best = min(options, key=lambda head_mode: options[head_mode][1])
+    return best, options[best][0]
 
 
 def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
@@ -129,9 +150,12 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
         if mp.kind == "embedding":
             new: nn.Module = Int8Embedding(*mp.shape, dtype=old.weight.dtype, device=device)
         elif mp.kind == "lm_head":
-            if kernel not in usable_kernels(mp.shape, None, allow_copies=False):
-                kernel = _select(mp.shape, None, (1,), timings, copies=False, dtype=old.weight.dtype)
-            new = TiedInt8LMHead(model.get_submodule(mp.tied_to), kernel)
+            act = _act_quant(mp.mode, reduce_range)
+            if kernel not in usable_kernels(mp.shape, act, allow_copies=mp.mode == "dynamic"):
+                kernel = _select(
+                    mp.shape, act, (1,), timings, copies=mp.mode == "dynamic", dtype=old.weight.dtype
+                )
+            new = TiedInt8LMHead(model.get_submodule(mp.tied_to), kernel, mp.mode, reduce_range)
         else:
             act = _act_quant(mp.mode, reduce_range)
             if kernel not in usable_kernels(mp.shape, act):
@@ -214,8 +238,9 @@ def _select(
     copies: bool = True,
     weight: tuple[torch.Tensor, torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float32,
+    candidates: list[str] | None = None,
 ) -> str:
-    candidates = usable_kernels(shape, act, allow_copies=copies)
+    candidates = candidates or usable_kernels(shape, act, allow_copies=copies)
     choice = select_kernel(shape, act, candidates, batch_sizes=batch_sizes, dtype=dtype, weight=weight)
     kind = "weight_only" if act is None else act.kind
     timings[f"{kind} {shape[0]}x{shape[1]}"] = {
