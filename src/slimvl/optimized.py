@@ -138,10 +138,8 @@ def load_weights(path: Path, manifest: dict, skip: frozenset[str] = frozenset())
     """
     file = path / manifest["weights"]["file"]
     try:
+        header, base = _header(file)
         with file.open("rb") as f:
-            header_len = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(header_len))
-            base = 8 + header_len
             state = {}
             for name, info in header.items():
                 if name == "__metadata__" or name in skip:

@@ -40,9 +40,9 @@ def quantize_model(
     norms) or into ``up_proj`` for ``down_proj``, at no run-time cost; other linears divide their input
     at run time. The tied ``lm_head`` reads the int8 embedding table weight-only, or (unless ``mode`` is
     weight-only) packs its own copy for a W8A8 kernel with per-token activations, whichever measures
-    faster at one token; an untied one becomes a weight-only ``Int8Linear``. Kernels are measured per layer shape; vision layers are timed at M=256
-    only (they never run one row), decoder layers at M=1 then M=256, lm_head at M=1 (it sees the last
-    position only).
+    faster at one token; an untied one becomes a weight-only ``Int8Linear``. Kernels are measured per
+    layer shape; vision layers are timed at M=256 only (they never run one row), decoder layers at M=1
+    then M=256, lm_head at M=1 (it sees the last position only).
     """
     mode, alpha = config.quantization_mode, config.smoothquant_alpha
     if alpha is not None and mode == "weight_only":
@@ -120,7 +120,7 @@ def _select_tied_head(
     kernel = _select(shape, None, (1,), timings, copies=False, weight=weight, dtype=table.dtype)
     options = {"weight_only": (kernel, timings[f"weight_only {shape[0]}x{shape[1]}"][kernel]["M=1"])}
     act = _act_quant("dynamic", reduce_range)
-    copying = [k for k in usable_kernels(shape, act) if KERNELS[k].copies_weight]
+    copying = _copying_kernels(shape, act)
     if mode != "weight_only" and copying:
         kernel = _select(shape, act, (1,), timings, dtype=table.dtype, candidates=copying)
         options["dynamic"] = (kernel, timings[f"dynamic {shape[0]}x{shape[1]}"][kernel]["M=1"])
@@ -151,10 +151,12 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
             new: nn.Module = Int8Embedding(*mp.shape, dtype=old.weight.dtype, device=device)
         elif mp.kind == "lm_head":
             act = _act_quant(mp.mode, reduce_range)
-            if kernel not in usable_kernels(mp.shape, act, allow_copies=mp.mode == "dynamic"):
-                kernel = _select(
-                    mp.shape, act, (1,), timings, copies=mp.mode == "dynamic", dtype=old.weight.dtype
-                )
+            # a dynamic head packs its own copy; a weight-only one reads the table in place
+            usable = (
+                _copying_kernels(mp.shape, act) if act else usable_kernels(mp.shape, None, allow_copies=False)
+            )
+            if kernel not in usable:
+                kernel = _select(mp.shape, act, (1,), timings, dtype=old.weight.dtype, candidates=usable)
             new = TiedInt8LMHead(model.get_submodule(mp.tied_to), kernel, mp.mode, reduce_range)
         else:
             act = _act_quant(mp.mode, reduce_range)
@@ -228,6 +230,10 @@ def _act_quant(mode: str, reduce_range: bool) -> ActQuant | None:
 
 def _batch_sizes(name: str) -> tuple[int, ...]:
     return (256,) if name.startswith("model.visual.") else (1, 256)
+
+
+def _copying_kernels(shape: tuple[int, int], act: ActQuant) -> list[str]:
+    return [k for k in usable_kernels(shape, act) if KERNELS[k].copies_weight]
 
 
 def _select(

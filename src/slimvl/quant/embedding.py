@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimvl.quant.int8_math import activation_qmax, quantize_embedding_per_row
-from slimvl.quant.kernels import ActQuant, aligned
+from slimvl.quant.kernels import ActQuant, aligned, per_token
 from slimvl.quant.linear import check_kernel
 
 
@@ -136,14 +136,12 @@ class TiedInt8LMHead(nn.Module):
         if not self._states or stale:  # first call, or the table was reloaded
             self.prepare()
         rows = x.reshape(-1, self.in_features)
-        scale = None
-        if self._act is not None and rows.shape[0] > 1:  # per-token scales, as in Int8Linear
-            scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-30)
-            rows = rows / scale
-        parts = [self._kernel.run(state, rows, self._act) for state in self._states]
-        y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        if scale is not None:
-            y = y * scale
+
+        def run(r: torch.Tensor) -> torch.Tensor:
+            parts = [self._kernel.run(state, r, self._act) for state in self._states]
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+        y = run(rows) if self._act is None else per_token(run, rows)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     @property

@@ -80,6 +80,16 @@ class LinearKernel:
     supports: Callable[[int, int], bool] = lambda n, k: True
 
 
+def per_token(run: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """``run`` (a per-tensor dynamic W8A8 kernel call) with per-token activation scales: each row is
+    divided by its absmax and its output row multiplied back (a linear map commutes with row scaling),
+    so every token uses the full code range. One row (decode) needs no rescaling."""
+    if rows.shape[0] == 1:
+        return run(rows)
+    absmax = rows.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-30)
+    return run(rows / absmax) * absmax
+
+
 def _per_channel_qtensor(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     zero_points = torch.zeros(q.shape[0], dtype=torch.int64)
     with warnings.catch_warnings():  # quantized tensor creation is deprecated; fbgemm needs one here

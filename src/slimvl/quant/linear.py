@@ -8,10 +8,9 @@ import torch
 from torch import nn
 
 from slimvl.quant.int8_math import activation_qmax, quantize_weight_per_channel, static_qparams
-from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, aligned
+from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, aligned, per_token
 
 MODES = ("dynamic", "static", "weight_only")
-_TINY = 1e-30
 
 
 def check_kernel(kernel: str, shape: tuple[int, int], weight_only: bool) -> LinearKernel:
@@ -139,9 +138,8 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if self.smooth is not None:
             rows = rows / self.smooth
-        if self.mode == "dynamic" and rows.shape[0] > 1:
-            absmax = rows.abs().amax(dim=1, keepdim=True).float().clamp_(min=_TINY)
-            y = self._kernel.run(self._state, rows / absmax, self._act) * absmax
+        if self.mode == "dynamic":
+            y = per_token(lambda r: self._kernel.run(self._state, r, self._act), rows)
         else:
             y = self._kernel.run(self._state, rows, self._act)
         if self.bias is not None:
