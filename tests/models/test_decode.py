@@ -89,6 +89,12 @@ def test_from_dynamic(small_model: LoadedModel, square_image: Image.Image) -> No
     with pytest.raises(ValueError, match="capacity"):
         StaticKVCache.from_dynamic(cache, capacity=seq.length - 1)
 
+    consumed = StaticKVCache.from_dynamic(cache, capacity=seq.length + 3, consume=True)
+    for i, layer in enumerate(cache.layers):
+        assert torch.equal(consumed.keys[i][:, :, : seq.length], static.keys[i][:, :, : seq.length])
+        assert torch.equal(consumed.values[i][:, :, : seq.length], static.values[i][:, :, : seq.length])
+        assert layer.keys.shape[2] == layer.values.shape[2] == 0
+
 
 def test_int_token_and_full_cache(small_model: LoadedModel, square_image: Image.Image) -> None:
     seq = _sequence(small_model, [square_image])
