@@ -89,7 +89,7 @@ def per_token(run: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -
     if rows.shape[0] == 1:
         return run(rows)
     absmax = rows.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-30)
-    return run(rows / absmax).mul_(absmax)
+    return run(rows / absmax).float().mul_(absmax)  # .float() copies only a bf16 output
 
 
 def _per_channel_qtensor(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
