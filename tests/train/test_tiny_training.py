@@ -1,13 +1,17 @@
 import json
+from collections import Counter
 
+import pytest
 import torch
 from transformers import Qwen3VLForConditionalGeneration
 
-from slimvl.data import COLORS, SHAPES, SceneObject
+from slimvl.data import COLORS, QUESTION_TYPES, SHAPES, SceneObject, question_type
 from slimvl.models.loader import tiny_path
 from slimvl.train.tiny import (
     HOPS,
     IGNORE,
+    TrainStream,
+    accepted,
     build_preprocessor,
     collate,
     earlier_stages,
@@ -16,6 +20,8 @@ from slimvl.train.tiny import (
     grounding_loss,
     load_weights,
     lr_at,
+    next_train_seed,
+    parse_type_weights,
     patch_embed_as_linear,
     tiny_config,
     token_object_labels,
@@ -136,3 +142,36 @@ def test_init_continues_from_the_shipped_weights_and_records_its_stages(tmp_path
     (tmp_path / "training.json").write_text(json.dumps({"command": "x", "examples": 5, "train_seconds": 1.0}))
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert earlier_stages(str(tmp_path)) == [{"command": "x", "examples": 5, "train_seconds": 1.0}]
+
+
+def test_type_weights_parse_and_reject_bad_values() -> None:
+    weights = parse_type_weights("position=3, relation=2.5")
+    assert weights["position"] == 3 and weights["relation"] == 2.5 and weights["color"] == 1
+    assert parse_type_weights(None) == dict.fromkeys(QUESTION_TYPES, 1.0)
+    for bad, field in (("where=2", "where"), ("count=x", "count=x"), ("count=0", "count=0")):
+        with pytest.raises(ValueError, match=field):
+            parse_type_weights(bad)
+
+
+def test_type_weights_shift_the_mix_deterministically() -> None:
+    weights = parse_type_weights("position=4")
+    seeds = range(3000)
+    kept = [s for s in seeds if accepted(s, weights)]
+    assert kept == [s for s in seeds if accepted(s, weights)]
+    types = Counter(question_type(s) for s in kept)
+    assert types["position"] == sum(question_type(s) == "position" for s in seeds)  # all kept
+    assert 0.35 < types["position"] / len(kept) < 0.65  # 4 / (4 + 5 * 1) = 0.44 expected
+    assert all(
+        accepted(s, parse_type_weights("count=2,color=2,shape=2,exists=2,position=2,relation=2"))
+        for s in seeds
+    )
+
+
+def test_stream_yields_the_accepted_seeds_in_order_and_stages_follow_each_other() -> None:
+    weights = parse_type_weights("relation=3")
+    stream = TrainStream(build_preprocessor(), first_seed=40, count=4, weights=weights)
+    seeds = [int(item["seed"]) for item in stream]
+    assert seeds == [s for s in range(40, seeds[-1] + 1) if accepted(s, weights)] and len(seeds) == 4
+    stages = [{"examples": 100}, {"examples": 50, "next_seed": 400}, {"examples": 10}]
+    assert next_train_seed(stages[:1]) == 100 and next_train_seed(stages[:2]) == 400
+    assert next_train_seed(stages) == 410

@@ -11,6 +11,7 @@ from slimvl.data.dataset import (
     majority_baseline,
     make_example,
     question_answers,
+    question_type,
 )
 from slimvl.data.questions import ANSWER_VOCABULARY, QUESTION_TYPES, corpus_texts
 from slimvl.data.render import blank_image
@@ -32,4 +33,5 @@ __all__ = [
     "majority_baseline",
     "make_example",
     "question_answers",
+    "question_type",
 ]

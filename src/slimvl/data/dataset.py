@@ -56,6 +56,11 @@ def _draw_question(rng: random.Random, size: tuple[int, int]):
     return qtype, BUILDERS[qtype](rng, size)
 
 
+def question_type(seed: int, size: tuple[int, int] = (448, 448)) -> str:
+    """The question type of seed's example, without drawing its image."""
+    return _draw_question(random.Random(seed), check_size(size))[0]
+
+
 def question_answers(split: str, n: int, size: tuple[int, int] = (448, 448)) -> list[QuestionAnswer]:
     """Type and answer of the first n examples of split, without drawing their images (the answers are
     drawn from the seed before the image is, so they are those of `examples`)."""

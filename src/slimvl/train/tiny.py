@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import platform
+import random
 import time
 from pathlib import Path
 
@@ -28,9 +29,11 @@ from transformers import Qwen3VLForConditionalGeneration
 
 from slimvl.data import (
     ANSWER_VOCABULARY,
+    QUESTION_TYPES,
     SPLITS,
     corpus_texts,
     make_example,
+    question_type,
 )
 from slimvl.data.grounding import referring_word
 from slimvl.models.builder import config_from_dict
@@ -113,17 +116,69 @@ def encode_example(preprocessor: Preprocessor, seed: int) -> dict[str, torch.Ten
     }
 
 
-class TrainStream(IterableDataset):
-    """Train-split examples in seed order, split across loader workers."""
+def parse_type_weights(text: str | None) -> dict[str, float]:
+    """``"position=3,relation=3"`` → a weight per question type (unnamed types 1)."""
+    weights = dict.fromkeys(QUESTION_TYPES, 1.0)
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in weights:
+            raise ValueError(f"type-weights: got type {name!r}, allowed: {', '.join(QUESTION_TYPES)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ValueError(f"type-weights: got {part!r}, allowed: TYPE=NUMBER") from None
+        if not weights[name] > 0:
+            raise ValueError(f"type-weights: got {name}={value}, allowed: a number > 0")
+    return weights
 
-    def __init__(self, preprocessor: Preprocessor, first_seed: int, count: int):
+
+_ACCEPT_SALT = 0x5EED  # the acceptance draw must not reuse the example's own random stream
+
+
+def accepted(seed: int, weights: dict[str, float]) -> bool:
+    """Whether the train example of `seed` is used under `weights`: its type is drawn without rendering
+    it, and kept with probability weight / the largest weight (deterministic per seed)."""
+    keep = weights[question_type(seed)] / max(weights.values())
+    return random.Random(seed ^ _ACCEPT_SALT).random() < keep
+
+
+class TrainStream(IterableDataset):
+    """Train-split examples from `first_seed` on, in seed order, split across loader workers; with type
+    weights, an example is skipped unless `accepted` (hard types can be seen more often)."""
+
+    def __init__(
+        self,
+        preprocessor: Preprocessor,
+        first_seed: int,
+        count: int,
+        weights: dict[str, float] | None = None,
+    ):
         self.preprocessor, self.first_seed, self.count = preprocessor, first_seed, count
+        self.weights = weights
 
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for seed in range(self.first_seed + worker, self.first_seed + self.count, workers):
-            yield encode_example(self.preprocessor, seed)
+        uniform = self.weights is None or len(set(self.weights.values())) == 1
+        remaining = -(-self.count // workers)
+        for seed in range(self.first_seed + worker, SPLITS["train"].stop, workers):
+            if remaining == 0:
+                return
+            if uniform or accepted(seed, self.weights):
+                remaining -= 1
+                yield {**encode_example(self.preprocessor, seed), "seed": torch.tensor([seed])}
+
+
+def next_train_seed(stages: list[dict]) -> int:
+    """The first train seed after every seed the earlier stages used (stages before type weights
+    existed used exactly their number of examples)."""
+    seed = SPLITS["train"].start
+    for stage in stages:
+        seed = stage.get("next_seed", seed + stage["examples"])
+    return seed
 
 
 def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -146,6 +201,7 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torc
         "pixel_values": torch.cat([it["pixel_values"] for it in items]),
         "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
         **{key: torch.cat([it[key] for it in items], dim=-1) for key in TRAINING_KEYS},
+        **({"seed": torch.cat([it["seed"] for it in items])} if "seed" in items[0] else {}),
     }
 
 
@@ -236,12 +292,13 @@ def train(args: argparse.Namespace) -> dict:
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
-    seen = sum(stage["examples"] for stage in stages)
-    available = len(SPLITS["train"]) - seen
+    first_seed = next_train_seed(stages)
+    weights = parse_type_weights(args.type_weights)
+    available = (SPLITS["train"].stop - first_seed) * min(weights.values()) / max(weights.values())
     if (args.steps + args.workers) * args.batch > available:
-        raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {available}")
+        raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {int(available)}")
     # Each loader worker batches its own share, so a few spare batches keep every step full.
-    stream = TrainStream(preprocessor, SPLITS["train"].start + seen, (args.steps + args.workers) * args.batch)
+    stream = TrainStream(preprocessor, first_seed, (args.steps + args.workers) * args.batch, weights)
     loader = DataLoader(
         stream,
         batch_size=args.batch,
@@ -254,7 +311,7 @@ def train(args: argparse.Namespace) -> dict:
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.bf16)
     start, log = time.time(), []
-    steps_done, window = 0, []
+    steps_done, window, next_seed = 0, [], first_seed
     for step, batch in enumerate(loader):
         elapsed = time.time() - start
         if step >= args.steps or (args.max_train_s and elapsed > args.max_train_s):
@@ -263,6 +320,7 @@ def train(args: argparse.Namespace) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, time_progress)
         steps_done = step + 1
+        next_seed = max(next_seed, int(batch.pop("seed").max()) + 1)
         batch = {k: v.to(args.device, non_blocking=True) for k, v in batch.items()}
         targets = {key: batch.pop(key) for key in TRAINING_KEYS}
         with autocast:
@@ -305,6 +363,8 @@ def train(args: argparse.Namespace) -> dict:
         "time_cap_bound": steps_done < args.steps,
         "batch": args.batch,
         "examples": steps_done * args.batch,
+        "type_weights": weights,
+        "next_seed": next_seed,
         "train_seconds": round(train_s, 1),
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "threads": args.threads if args.device == "cpu" else None,
@@ -333,6 +393,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--type-weights",
+        help="e.g. position=3,relation=3,count=2: how often each question type is seen (others 1)",
+    )
     p.add_argument("--val-n", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
