@@ -148,7 +148,11 @@ def test_type_weights_parse_and_reject_bad_values() -> None:
     weights = parse_type_weights("position=3, relation=2.5")
     assert weights["position"] == 3 and weights["relation"] == 2.5 and weights["color"] == 1
     assert parse_type_weights(None) == dict.fromkeys(QUESTION_TYPES, 1.0)
-    for bad, field in (("where=2", "where"), ("count=x", "count=x"), ("count=0", "count=0")):
+    only = parse_type_weights("color=0,shape=0,count=0,exists=0,relation=0")
+    assert all(question_type(s) == "position" for s in range(300) if accepted(s, only))
+    with pytest.raises(ValueError, match="at least one"):
+        parse_type_weights(",".join(f"{t}=0" for t in QUESTION_TYPES))
+    for bad, field in (("where=2", "where"), ("count=x", "count=x"), ("count=-1", "count=-1")):
         with pytest.raises(ValueError, match=field):
             parse_type_weights(bad)
 

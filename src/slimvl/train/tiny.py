@@ -130,8 +130,10 @@ def parse_type_weights(text: str | None) -> dict[str, float]:
             weights[name] = float(value)
         except ValueError:
             raise ValueError(f"type-weights: got {part!r}, allowed: TYPE=NUMBER") from None
-        if not weights[name] > 0:
-            raise ValueError(f"type-weights: got {name}={value}, allowed: a number > 0")
+        if not weights[name] >= 0:
+            raise ValueError(f"type-weights: got {name}={value}, allowed: a number >= 0")
+    if not max(weights.values()) > 0:
+        raise ValueError("type-weights: every type has weight 0, allowed: at least one > 0")
     return weights
 
 
@@ -294,7 +296,9 @@ def train(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
     first_seed = next_train_seed(stages)
     weights = parse_type_weights(args.type_weights)
-    available = (SPLITS["train"].stop - first_seed) * min(weights.values()) / max(weights.values())
+    # Types are drawn uniformly: the share of seeds kept is the mean of weight / largest weight.
+    share = sum(weights.values()) / (len(weights) * max(weights.values()))
+    available = (SPLITS["train"].stop - first_seed) * share * 0.9
     if (args.steps + args.workers) * args.batch > available:
         raise ValueError(f"steps * batch: got {args.steps * args.batch}, allowed: < {int(available)}")
     # Each loader worker batches its own share, so a few spare batches keep every step full.
@@ -395,7 +399,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--type-weights",
-        help="e.g. position=3,relation=3,count=2: how often each question type is seen (others 1)",
+        help="e.g. position=3,relation=3,count=2: how often each question type is seen (others 1, 0: never)",
     )
     p.add_argument("--val-n", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=50)
