@@ -22,7 +22,7 @@ from slimvl.models.weights import decode_bytes_per_token, weight_bytes
 from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
 
 # A sparsifier drops visual tokens between the vision encoder and the prefill. One that prunes inside the
-# decoder (attention scorer) also has `prefill(model, seq) -> (logits, cache, kept_seq)`, run instead.
+# decoder (attention scorer) also has `prefill(model, seq, cache) -> (logits, cache, kept_seq)`, run instead.
 Sparsifier = Callable[[DecoderSequence], DecoderSequence]
 
 
@@ -75,18 +75,23 @@ class Pipeline:
                 if self.sparsifier is not None and visual is not None:
                     seq = self.sparsifier(seq)
             with monitor.stage("prefill"):
+                # The prefill writes keys/values straight into the decode loop's cache.
+                kv_cache = StaticKVCache.allocate(
+                    self.model.config.text_config, seq.length + max_new_tokens, seq.inputs_embeds.dtype
+                )
+                cache = kv_cache.prefill_cache()
                 pruning_prefill = getattr(self.sparsifier, "prefill", None) if visual is not None else None
                 if pruning_prefill is not None:
-                    logits, cache, seq = pruning_prefill(self.model, seq)
+                    logits, cache, seq = pruning_prefill(self.model, seq, cache)
                 else:
-                    logits, cache = prefill(self.model, seq)
+                    logits, cache = prefill(self.model, seq, cache)
+                kv_cache.take_length(cache)
+                del cache
                 first_logits = logits[0, -1].float()
                 token = first_logits.argmax()
                 tokens.append(int(token))
                 release_free_memory()
             with monitor.stage("decode"):
-                kv_cache = StaticKVCache.from_dynamic(cache, seq.length + max_new_tokens, consume=True)
-                del cache  # decoding reads the static copy only
                 position = seq.next_position
                 while len(tokens) < max_new_tokens and (ignore_eos or tokens[-1] not in self.eos_token_ids):
                     logits = self.decoder.step(token, position, kv_cache)

@@ -89,11 +89,37 @@ def test_from_dynamic(small_model: LoadedModel, square_image: Image.Image) -> No
     with pytest.raises(ValueError, match="capacity"):
         StaticKVCache.from_dynamic(cache, capacity=seq.length - 1)
 
-    consumed = StaticKVCache.from_dynamic(cache, capacity=seq.length + 3, consume=True)
-    for i, layer in enumerate(cache.layers):
-        assert torch.equal(consumed.keys[i][:, :, : seq.length], static.keys[i][:, :, : seq.length])
-        assert torch.equal(consumed.values[i][:, :, : seq.length], static.values[i][:, :, : seq.length])
-        assert layer.keys.shape[2] == layer.values.shape[2] == 0
+
+def test_prefill_into_preallocated_cache(small_model: LoadedModel, square_image: Image.Image) -> None:
+    # The pipeline's path: the prefill writes into the decode cache; same logits, same cache, same decoding.
+    model = small_model.model
+    seq = _sequence(small_model, [square_image])
+    with torch.inference_mode():
+        reference_logits, reference_cache = prefill(model, seq)
+        static = StaticKVCache.allocate(model.config.text_config, seq.length + 3, seq.inputs_embeds.dtype)
+        logits, cache = prefill(model, seq, static.prefill_cache())
+        static.take_length(cache)
+
+    assert torch.equal(logits, reference_logits)
+    assert static.length == seq.length and static.capacity == seq.length + 3
+    for i, layer in enumerate(reference_cache.layers):
+        assert torch.equal(static.keys[i][:, :, : seq.length], layer.keys)
+        assert torch.equal(static.values[i][:, :, : seq.length], layer.values)
+
+    copied = StaticKVCache.from_dynamic(reference_cache, capacity=seq.length + 3)
+    decoder = LeanDecoder(model)
+    token = reference_logits[0, -1].argmax()
+    with torch.inference_mode():
+        steps = [decoder.step(token, seq.next_position, c) for c in (static, copied)]
+    assert torch.equal(steps[0], steps[1])
+
+
+def test_preallocated_cache_refuses_to_overflow(small_model: LoadedModel, square_image: Image.Image) -> None:
+    model = small_model.model
+    seq = _sequence(small_model, [square_image])
+    static = StaticKVCache.allocate(model.config.text_config, seq.length - 1, seq.inputs_embeds.dtype)
+    with torch.inference_mode(), pytest.raises(ValueError, match="cache is full"):
+        prefill(model, seq, static.prefill_cache())
 
 
 def test_int_token_and_full_cache(small_model: LoadedModel, square_image: Image.Image) -> None:

@@ -12,7 +12,47 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, Qwen3VLForConditionalGeneration
+from transformers import DynamicCache, PretrainedConfig, Qwen3VLForConditionalGeneration
+from transformers.cache_utils import DynamicLayer
+
+
+class BufferedLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values are the first positions of preallocated buffers.
+
+    transformers' attention appends to it as to any `DynamicLayer`, but into the buffers instead of a
+    fresh concatenation, so a prefill leaves no cache tensors scattered between its freed activations
+    (at 2B the heap grew ~5 MB per decoder layer around them) and decoding reads the same buffers.
+    """
+
+    def __init__(self, keys_buffer: torch.Tensor, values_buffer: torch.Tensor) -> None:
+        super().__init__()
+        self.keys_buffer, self.values_buffer = keys_buffer, values_buffer
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = self.keys_buffer.device
+        self.keys, self.values = self.keys_buffer[:, :, :0], self.values_buffer[:, :, :0]
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
+        if end > self.keys_buffer.shape[2]:
+            raise ValueError(f"cache is full: {self.keys_buffer.shape[2]} positions, {end} needed")
+        self.keys_buffer[:, :, start:end].copy_(key_states)
+        self.values_buffer[:, :, start:end].copy_(value_states)
+        self.keys, self.values = self.keys_buffer[:, :, :end], self.values_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def keep(self, keep_mask: torch.Tensor) -> None:
+        """Keep only the positions where `keep_mask` (length,) is True, moved to the front in order."""
+        kept = int(keep_mask.sum())
+        self.keys_buffer[:, :, :kept] = self.keys[:, :, keep_mask]
+        self.values_buffer[:, :, :kept] = self.values[:, :, keep_mask]
+        self.keys, self.values = self.keys_buffer[:, :, :kept], self.values_buffer[:, :, :kept]
 
 
 class StaticKVCache:
@@ -31,15 +71,33 @@ class StaticKVCache:
         return int(self.keys[0].shape[2])
 
     @classmethod
-    def from_dynamic(cls, cache: DynamicCache, capacity: int, consume: bool = False) -> StaticKVCache:
-        """Copy a prefilled `DynamicCache` (batch 1, every layer of one length) into `capacity` positions.
+    def allocate(cls, config: PretrainedConfig, capacity: int, dtype: torch.dtype) -> StaticKVCache:
+        """An empty cache of `capacity` positions for the text decoder of `config` (its pages are only
+        touched as positions are written)."""
+        shape = (1, config.num_key_value_heads, capacity, config.head_dim)
+        layers = range(config.num_hidden_layers)
+        return cls(
+            [torch.empty(shape, dtype=dtype) for _ in layers],
+            [torch.empty(shape, dtype=dtype) for _ in layers],
+            0,
+        )
 
-        `consume`: release each layer's tensors from `cache` once copied (leaving it empty), so the two
-        caches never coexist in full: at 2B and 300 prompt tokens that is 70 MB less at the peak."""
-        lengths = {layer.get_seq_length() for layer in cache.layers}
-        if len(lengths) != 1:
-            raise ValueError(f"cache layers hold different lengths {sorted(lengths)}; expected one length")
-        length = lengths.pop()
+    def prefill_cache(self) -> DynamicCache:
+        """A `DynamicCache` for transformers' decoder layers that fills these buffers (`BufferedLayer`s);
+        after the prefill, `take_length` makes its positions this cache's."""
+        cache = DynamicCache()
+        cache.layers = [BufferedLayer(k, v) for k, v in zip(self.keys, self.values, strict=True)]
+        cache.layer_class_to_replicate = None  # every layer is there: a model with more layers fails
+        return cache
+
+    def take_length(self, cache: DynamicCache) -> None:
+        """Adopt the length `cache` (from `prefill_cache`) filled; every layer must hold the same."""
+        self.length = _filled_length(cache)
+
+    @classmethod
+    def from_dynamic(cls, cache: DynamicCache, capacity: int) -> StaticKVCache:
+        """Copy a prefilled `DynamicCache` (batch 1, every layer of one length) into `capacity` positions."""
+        length = _filled_length(cache)
         if capacity < length:
             raise ValueError(f"capacity: got {capacity}, allowed: >= the cached length {length}")
         keys, values = [], []
@@ -50,9 +108,15 @@ class StaticKVCache:
                 buffer = source.new_empty(1, source.shape[1], capacity, source.shape[3])
                 buffer[:, :, :length] = source
                 buffers.append(buffer)
-            if consume:
-                layer.keys = layer.values = source.new_empty(1, source.shape[1], 0, source.shape[3])
         return cls(keys, values, length)
+
+
+def _filled_length(cache: DynamicCache) -> int:
+    """The positions every layer of `cache` holds (ValueError if the layers differ)."""
+    lengths = {layer.get_seq_length() for layer in cache.layers}
+    if len(lengths) != 1:
+        raise ValueError(f"cache layers hold different lengths {sorted(lengths)}; expected one length")
+    return lengths.pop()
 
 
 class LeanDecoder:

@@ -100,11 +100,13 @@ def build_sequence(
 
 
 def prefill(
-    model: Qwen3VLForConditionalGeneration, seq: DecoderSequence
+    model: Qwen3VLForConditionalGeneration, seq: DecoderSequence, cache: DynamicCache | None = None
 ) -> tuple[torch.Tensor, DynamicCache]:
-    """Run the decoder over the whole sequence; return the last position's logits and the KV cache."""
+    """Run the decoder over the whole sequence; return the last position's logits and the KV cache
+    (`cache` if given, e.g. `StaticKVCache.prefill_cache()`, else a new `DynamicCache`)."""
     text_model = model.model.language_model
-    cache = DynamicCache(config=text_model.config)
+    if cache is None:
+        cache = DynamicCache(config=text_model.config)
     has_visual = bool(seq.deepstack) and bool(seq.visual_mask.any())
     out = text_model(
         inputs_embeds=seq.inputs_embeds,

@@ -14,6 +14,7 @@ from transformers import DynamicCache, Qwen3VLForConditionalGeneration
 from transformers.masking_utils import create_causal_mask
 
 from slimvl.config import SparsificationConfig
+from slimvl.models.decode import StaticKVCache
 from slimvl.models.steps import DecoderSequence
 from slimvl.sparsify.scorers import attention_scores, question_mask
 from slimvl.sparsify.select import select_visual
@@ -49,11 +50,10 @@ def run_layers(
 
 
 def prune_cache(cache: DynamicCache, keep_mask: torch.Tensor, layers: range) -> None:
-    """Drop the sequence positions where `keep_mask` (L,) is False from the keys/values of `layers`."""
+    """Drop the sequence positions where `keep_mask` (L,) is False from the keys/values of `layers`
+    (`BufferedLayer`s, compacted in their buffers)."""
     for i in layers:
-        layer = cache.layers[i]
-        layer.keys = layer.keys[:, :, keep_mask]
-        layer.values = layer.values[:, :, keep_mask]
+        cache.layers[i].keep(keep_mask)
 
 
 def prefill_with_attention_pruning(
@@ -61,12 +61,14 @@ def prefill_with_attention_pruning(
     seq: DecoderSequence,
     config: SparsificationConfig,
     special_ids: Collection[int] = (),
+    cache: DynamicCache | None = None,
 ) -> tuple[torch.Tensor, DynamicCache, DecoderSequence]:
     """Prefill that prunes visual tokens by the question's attention in layer `config.score_layer`.
 
     Returns the last position's logits, the KV cache (every layer holds the kept sequence) and the
     kept sequence (original MRoPE positions, DeepStack rows and visual mask pruned alike).
-    `special_ids` delimit the question (see `question_mask`).
+    `special_ids` delimit the question (see `question_mask`). `cache`: a `StaticKVCache.prefill_cache()`
+    of at least the full sequence's length; by default one of exactly that length.
     """
     text = model.model.language_model
     n_layers = len(text.layers)
@@ -75,7 +77,8 @@ def prefill_with_attention_pruning(
         raise ValueError(
             f"SparsificationConfig.score_layer: got {split}, allowed: an int < {n_layers} (decoder layers)"
         )
-    cache = DynamicCache(config=text.config)
+    if cache is None:
+        cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
     hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, split))
 
     visual = seq.visual_mask[0]

@@ -59,9 +59,9 @@ class AttentionSparsifier:
         return seq
 
     def prefill(
-        self, model: Qwen3VLForConditionalGeneration, seq: DecoderSequence
+        self, model: Qwen3VLForConditionalGeneration, seq: DecoderSequence, cache: DynamicCache | None = None
     ) -> tuple[torch.Tensor, DynamicCache, DecoderSequence]:
-        return prefill_with_attention_pruning(model, seq, self.config, self.special_ids)
+        return prefill_with_attention_pruning(model, seq, self.config, self.special_ids, cache)
 
 
 def make_sparsifier(
