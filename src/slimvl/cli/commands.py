@@ -1,0 +1,157 @@
+"""The handlers of the `slimvl` subcommands: each takes the parsed arguments and returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from slimvl.api import load, optimize
+from slimvl.bench.accuracy import evaluate, next_token_agreement, paired_difference
+from slimvl.bench.harness import BenchOptions, exit_code, run_bench, write_outputs
+from slimvl.bench.printers import print_report
+from slimvl.cli.tables import accuracy_table, stage_table, weights_table
+from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
+from slimvl.data import examples
+from slimvl.demo import run_demo
+from slimvl.errors import InputError
+from slimvl.models.preprocess import load_image
+from slimvl.models.weights import decode_bytes_per_token, weight_table
+from slimvl.monitor import RequestMetrics
+from slimvl.optimizations import Calibration
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # Cheap checks first: a bad prompt, image or recipe fails before the model loads (`load` checks
+    # that the recipe's optimizations are built before it loads the model).
+    if not args.prompt.strip():
+        raise InputError("the prompt is empty")
+    images = [load_image(path) for path in args.image]
+    slim = load(args.model, resolve_recipe(args.recipe), dtype=args.dtype, threads=args.threads)
+    recipe = slim.recipe  # an optimized directory brings its own
+    answer = slim.generate(images, args.prompt, max_new_tokens=args.max_new_tokens)
+    metrics = answer.metrics
+    if args.json:
+        print(json.dumps(_run_record(args.model, recipe, answer.text, metrics)))
+        return 0
+    print(answer.text)
+    Console(highlight=False).print(stage_table(metrics, title=escape(f"{args.model} · recipe {recipe.name}")))
+    return 0
+
+
+def _run_record(model: str, recipe: Recipe, text: str, metrics: RequestMetrics) -> dict[str, Any]:
+    return {
+        "model": model,
+        "recipe": recipe.name,
+        "answer": text,
+        "stages_ms": dict(metrics.stages_ms),
+        "decode_tokens_per_s": metrics.decode_tok_s,
+        "peak_rss_mb": metrics.peak_rss_bytes / 1e6,
+        "metrics": metrics.to_dict(),
+    }
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    if args.calib is not None and not args.calib.is_dir():
+        raise InputError(f"calibration directory not found: {args.calib}")
+    recipe = resolve_recipe(args.recipe)
+    out = optimize(args.model, recipe, args.output, calibration=Calibration(args.calib))
+    print(f"wrote {out} (recipe {recipe.name})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model = load(args.model, dtype=args.dtype).loaded.model
+    groups = weight_table(model)
+    by_dtype: dict[str, dict[str, int]] = {}
+    for cells in groups.values():
+        for dtype, cell in cells.items():
+            total = by_dtype.setdefault(dtype, {"params": 0, "bytes": 0})
+            total["params"] += cell["params"]
+            total["bytes"] += cell["bytes"]
+    total = {key: sum(cell[key] for cell in by_dtype.values()) for key in ("params", "bytes")}
+    record = {
+        "model": args.model,
+        "groups": groups,
+        "by_dtype": by_dtype,
+        "total": total,
+        "decode_bytes_per_token": decode_bytes_per_token(model),
+    }
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    console = Console(highlight=False)
+    console.print(weights_table(escape(f"{args.model} weights"), groups, by_dtype, total))
+    console.print(f"weight bytes read per decode step: {record['decode_bytes_per_token'] / 1e6:.2f} MB")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    compare = args.baseline is not None
+    baseline_recipe = resolve_recipe(args.baseline) if compare else None
+    slim = load(args.model, resolve_recipe(args.recipe), threads=args.threads)
+    recipe = slim.recipe
+    questions = list(examples(args.split, args.n))
+    result = evaluate(slim, blind=args.blind, keep_logprobs=compare, questions=questions, split=args.split)
+    record = {"model": args.model, "recipe": recipe.name, **result.to_dict()}
+    if compare:
+        del slim
+        reference = load(args.model, baseline_recipe, threads=args.threads)
+        base = evaluate(
+            reference, blind=args.blind, keep_logprobs=True, questions=questions, split=args.split
+        )
+        record["baseline"] = {"recipe": baseline_recipe.name, **base.to_dict()}
+        record["paired_difference"] = paired_difference(base, result)
+        record["next_token"] = next_token_agreement(base, result)
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    title = escape(f"{args.model} · recipe {recipe.name} · {args.split} · n={result.n}")
+    Console(highlight=False).print(accuracy_table(title, result, record["majority_baseline"]))
+    if args.blind:
+        print("blind check: every image replaced by a blank one")
+    if compare:
+        diff, agreement = record["paired_difference"], record["next_token"]
+        print(
+            f"against {record['baseline']['recipe']} ({record['baseline']['accuracy']:.1%}) on the same "
+            f"questions: {diff['delta']:+.1%} (95% CI {diff['ci95'][0]:+.1%} to {diff['ci95'][1]:+.1%}); "
+            f"first-token top-1 agreement {agreement['top1_agreement']:.2%}, "
+            f"mean KL {agreement['mean_kl']:.2e} nats"
+        )
+    return 0
+
+
+def cmd_recipe_show(args: argparse.Namespace) -> int:
+    print(resolve_recipe(args.recipe).to_yaml(), end="")
+    return 0
+
+
+def cmd_recipe_list(args: argparse.Namespace) -> int:
+    print("\n".join(PRESET_NAMES))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    options = BenchOptions(
+        model=args.model,
+        recipes=args.recipe,
+        peers=args.peers,
+        runs=args.runs,
+        threads=args.threads,
+        profile=args.profile,
+        max_new_tokens=args.max_new_tokens,
+        bandwidth_bytes=args.bandwidth_bytes,
+        ablation=args.ablation,
+        accuracy_n=args.accuracy_n,
+    )
+    report = run_bench(options)
+    print_report(report)
+    write_outputs(report, json_out=args.json_out, md_out=args.md_out, plot=args.plot)
+    return exit_code(report)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(out_dir=args.out, accuracy_n=args.n)

@@ -1,0 +1,164 @@
+"""The `slimvl` argument parser: every subcommand, its options and its handler in `commands`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from slimvl.bench.harness import DEFAULT_BANDWIDTH_BYTES
+from slimvl.bench.profiles import PROFILE_NAMES
+from slimvl.bench.rows import PEER_NAMES, parse_peers
+from slimvl.cli import commands as handlers
+from slimvl.config import PRESET_NAMES
+from slimvl.demo import N_ACCURACY
+from slimvl.models.loader import builtin_names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {value}, allowed: an integer >= 1")
+    return value
+
+
+def _peer_list(text: str) -> list[str]:
+    try:
+        return parse_peers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # `--debug` is accepted before and after the subcommand; SUPPRESS keeps the subparser from
+    # overwriting a `--debug` given before it.
+    debug_after = argparse.ArgumentParser(add_help=False)
+    debug_after.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="slimvl", description="Run Qwen3-VL fast and small on a laptop CPU."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[debug_after], help="answer a question about images")
+    run.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    run.add_argument("--image", action="append", required=True, metavar="PATH", help="an image (repeatable)")
+    run.add_argument("--prompt", required=True, help="the question")
+    run.add_argument(
+        "--recipe", metavar="FILE|NAME", help=f"recipe file or preset ({', '.join(PRESET_NAMES)})"
+    )
+    run.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N")
+    run.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
+    run.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    run.set_defaults(handler=handlers.cmd_run)
+
+    optimize_cmd = commands.add_parser(
+        "optimize", parents=[debug_after], help="write an optimized model directory"
+    )
+    optimize_cmd.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    optimize_cmd.add_argument("--recipe", required=True, metavar="FILE|NAME", help="recipe file or preset")
+    optimize_cmd.add_argument(
+        "-o", "--output", required=True, type=Path, metavar="DIR", help="where to write it"
+    )
+    optimize_cmd.add_argument(
+        "--calib",
+        type=Path,
+        metavar="DIR",
+        help="your calibration images (+ prompts.txt); default: synthetic VQA",
+    )
+    optimize_cmd.set_defaults(handler=handlers.cmd_optimize)
+
+    info = commands.add_parser("info", parents=[debug_after], help="parameter counts and weight bytes")
+    info.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    info.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    info.set_defaults(handler=handlers.cmd_info)
+
+    recipe = commands.add_parser("recipe", parents=[debug_after], help="show or list recipes")
+    recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
+    show = recipe_commands.add_parser("show", parents=[debug_after], help="print a recipe as YAML")
+    show.add_argument("recipe", metavar="NAME|FILE")
+    show.set_defaults(handler=handlers.cmd_recipe_show)
+    listing = recipe_commands.add_parser("list", parents=[debug_after], help="the preset names")
+    listing.set_defaults(handler=handlers.cmd_recipe_list)
+
+    evaluate = commands.add_parser(
+        "eval", parents=[debug_after], help="exact-match accuracy on synthetic VQA"
+    )
+    evaluate.add_argument("model", nargs="?", default="builtin:tiny", help="default: builtin:tiny")
+    evaluate.add_argument("--recipe", metavar="FILE|NAME", help="recipe file or preset")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument(
+        "--n", type=_positive_int, default=1000, metavar="N", help="questions (default 1000)"
+    )
+    evaluate.add_argument(
+        "--blind", action="store_true", help="blank images: the model must fall to guessing"
+    )
+    evaluate.add_argument(
+        "--baseline",
+        metavar="FILE|NAME",
+        help="also evaluate this recipe on the same questions: paired difference, next-token agreement, KL",
+    )
+    evaluate.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    evaluate.set_defaults(handler=handlers.cmd_eval)
+
+    bench = commands.add_parser(
+        "bench", parents=[debug_after], help="measure recipes and peers side by side (standard scenario)"
+    )
+    bench.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    bench.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="FILE|NAME",
+        help="a slimvl row (repeatable; default none)",
+    )
+    bench.add_argument(
+        "--peers",
+        type=_peer_list,
+        default=[],
+        metavar="LIST",
+        help=f"comma-separated: {', '.join(PEER_NAMES)}",
+    )
+    bench.add_argument(
+        "--runs", type=_positive_int, default=5, metavar="N", help="measured runs per row (default 5)"
+    )
+    bench.add_argument(
+        "--threads", type=_positive_int, metavar="T", help="threads per row (default: physical cores)"
+    )
+    bench.add_argument("--profile", choices=PROFILE_NAMES, default="native", help="ISA caps of a target CPU")
+    bench.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N")
+    bench.add_argument("--json-out", type=Path, metavar="FILE")
+    bench.add_argument("--md-out", type=Path, metavar="FILE")
+    bench.add_argument("--plot", type=Path, metavar="FILE", help="PNG")
+    bench.add_argument(
+        "--bandwidth-bytes",
+        type=_positive_int,
+        default=DEFAULT_BANDWIDTH_BYTES,
+        metavar="B",
+        help="buffer of the read bandwidth measurement (default 2 GiB)",
+    )
+    bench.add_argument("--ablation", action="store_true", help="the seed's table: base, int8, ..., all")
+    bench.add_argument(
+        "--accuracy-n", type=_positive_int, default=1000, metavar="N", help="ablation accuracy questions"
+    )
+    bench.set_defaults(handler=handlers.cmd_bench)
+
+    demo = commands.add_parser("demo", parents=[debug_after], help="answer a few synthetic questions")
+    demo.add_argument("--out", type=Path, help="where the demo images go (default: out/demo)")
+    demo.add_argument(
+        "--n",
+        type=_positive_int,
+        default=N_ACCURACY,
+        metavar="N",
+        help=f"accuracy questions (default {N_ACCURACY})",
+    )
+    demo.set_defaults(handler=handlers.cmd_demo)
+    return parser

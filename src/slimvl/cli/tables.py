@@ -1,0 +1,67 @@
+"""Rich tables for the terminal: a request's stages, a model's weights, an accuracy report."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from slimvl.bench.accuracy import EvalResult
+from slimvl.monitor import RequestMetrics
+
+
+def stage_table(metrics: RequestMetrics, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("stage")
+    table.add_column("ms", justify="right")
+    for stage, ms in metrics.stages_ms.items():
+        table.add_row(stage, f"{ms:.1f}")
+    table.add_section()
+    table.add_row("time to first token", f"{metrics.ttft_ms:.1f}")
+    tok_s = metrics.decode_tok_s
+    table.add_row("decode tok/s", "-" if tok_s is None else f"{tok_s:.1f}")
+    table.add_row(
+        "tokens (prompt / visual / new)",
+        f"{metrics.prompt_tokens} / {metrics.visual_tokens} / {metrics.new_tokens}",
+    )
+    table.add_row("peak RSS MB", f"{metrics.peak_rss_bytes / 1e6:.0f}")
+    return table
+
+
+def weights_table(
+    title: str,
+    groups: dict[str, dict[str, dict[str, int]]],
+    by_dtype: dict[str, dict[str, int]],
+    total: dict[str, int],
+) -> Table:
+    """Parameters and MB per module group and dtype, then per dtype, then in all."""
+    table = Table(title=title)
+    for column in ("group", "dtype", "params", "MB"):
+        table.add_column(column, justify="left" if column in ("group", "dtype") else "right")
+    for group, cells in groups.items():
+        for dtype, cell in cells.items():
+            table.add_row(group, dtype, f"{cell['params']:,}", f"{cell['bytes'] / 1e6:.2f}")
+    table.add_section()
+    for dtype, cell in by_dtype.items():
+        table.add_row("all", dtype, f"{cell['params']:,}", f"{cell['bytes'] / 1e6:.2f}")
+    table.add_row("total", "", f"{total['params']:,}", f"{total['bytes'] / 1e6:.2f}")
+    return table
+
+
+def accuracy_table(title: str, result: EvalResult, majority_baseline: float | None) -> Table:
+    """Accuracy with its 95% CI and the majority-answer baseline, per question type and overall."""
+    table = Table(title=title)
+    for column in ("question type", "n", "accuracy", "95% CI", "majority baseline"):
+        table.add_column(column, justify="left" if column == "question type" else "right")
+    for qtype, row in result.by_type().items():
+        table.add_row(
+            qtype, *_accuracy_cells(row["n"], row["accuracy"], row["ci95"], row["majority_baseline"])
+        )
+    table.add_section()
+    table.add_row("overall", *_accuracy_cells(result.n, result.accuracy, result.ci95, majority_baseline))
+    return table
+
+
+def _accuracy_cells(
+    n: int, accuracy: float, ci95: tuple[float, float], baseline: float | None
+) -> tuple[str, str, str, str]:
+    low, high = ci95
+    return str(n), f"{accuracy:.1%}", f"{low:.1%}–{high:.1%}", "-" if baseline is None else f"{baseline:.1%}"
