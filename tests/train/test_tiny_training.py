@@ -7,26 +7,24 @@ from transformers import Qwen3VLForConditionalGeneration
 
 from slimvl.data import COLORS, QUESTION_TYPES, SHAPES, SceneObject, question_type
 from slimvl.models.loader import tiny_path
-from slimvl.train.tiny import (
-    HOPS,
-    IGNORE,
+from slimvl.train.examples import (
     TrainStream,
     accepted,
-    build_preprocessor,
     collate,
-    earlier_stages,
     encode_example,
-    focus_masks,
-    grounding_loss,
-    load_weights,
-    lr_at,
     next_train_seed,
     parse_type_weights,
-    patch_embed_as_linear,
-    tiny_config,
+)
+from slimvl.train.supervision import (
+    HOPS,
+    IGNORE,
+    focus_masks,
+    grounding_loss,
     token_object_labels,
     token_overlaps,
 )
+from slimvl.train.tiny import earlier_stages, lr_at
+from slimvl.train.tiny_model import build_preprocessor, load_weights, patch_embed_as_linear, tiny_config
 
 
 def test_answers_are_single_tokens() -> None:

@@ -18,204 +18,27 @@ import argparse
 import json
 import math
 import platform
-import random
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 from transformers import Qwen3VLForConditionalGeneration
 
-from slimvl.data import (
-    ANSWER_VOCABULARY,
-    QUESTION_TYPES,
-    SPLITS,
-    corpus_texts,
-    make_example,
-    question_type,
-)
-from slimvl.data.grounding import referring_word
-from slimvl.models.builder import config_from_dict
-from slimvl.models.checkpoint import qwen3vl_image_processor, save_checkpoint, small_config_dict
+from slimvl.data import SPLITS
+from slimvl.models.checkpoint import save_checkpoint
 from slimvl.models.preprocess import Preprocessor
-from slimvl.models.tokenizer import build_tokenizer, special_token_ids
+from slimvl.train.examples import TrainStream, collate, encode_example, next_train_seed, parse_type_weights
 from slimvl.train.supervision import (
     AUX_WEIGHT,
     GROUND_WEIGHT,
     HOPS,
     IGNORE,
-    MERGE,
     TRAINING_KEYS,
     AuxHead,
-    focus_masks,
     grounding_loss,
-    token_object_labels,
-    token_overlaps,
 )
-
-TINY_SIZES = {
-    "text_hidden": 192,
-    "text_layers": 4,
-    "vision_hidden": 128,
-    "vision_depth": 3,
-    "deepstack": (0, 1, 2),
-}
-# The tiny model sees every image at about 256x256 pixels (64 visual tokens), as its processor config
-# says: 448x448 inputs are resized by the processor, at inference exactly as in training.
-TINY_PIXELS = 256 * 256
-
-
-def build_preprocessor() -> Preprocessor:
-    # Answers appear alone after "assistant\n", so they are in the corpus alone too: one token each.
-    tokenizer = build_tokenizer([*corpus_texts(), *ANSWER_VOCABULARY], vocab_size=1024)
-    return Preprocessor(tokenizer, qwen3vl_image_processor(min_pixels=TINY_PIXELS, max_pixels=TINY_PIXELS))
-
-
-def tiny_config(preprocessor: Preprocessor):
-    raw = small_config_dict(vocab_size=len(preprocessor.tokenizer), **TINY_SIZES)
-    raw["text_config"].update(
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=48,
-        intermediate_size=576,
-        rope_parameters={**raw["text_config"]["rope_parameters"], "mrope_section": [8, 8, 8]},
-    )
-    raw["vision_config"].update(num_heads=2, intermediate_size=512, num_position_embeddings=256)
-    return config_from_dict(raw, **special_token_ids(preprocessor.tokenizer))
-
-
-def encode_example(preprocessor: Preprocessor, seed: int) -> dict[str, torch.Tensor]:
-    """Prompt tokens + answer + <|im_end|>; labels only on the answer part."""
-    example = make_example(seed)
-    inputs = preprocessor([example.image], example.question)
-    tokenizer = preprocessor.tokenizer
-    answer = tokenizer(example.answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    target = torch.cat([answer, torch.tensor([tokenizer.eos_token_id])])
-    input_ids = torch.cat([inputs.input_ids[0], target])
-    labels = torch.full_like(input_ids, IGNORE)
-    labels[-len(target) :] = target
-    mm = torch.cat([inputs.mm_token_type_ids[0], torch.zeros_like(target, dtype=torch.int32)])
-    overlaps = token_overlaps(example.objects, example.image.size, inputs.image_grid_thw[0])
-    colors, shapes = token_object_labels(example.objects, overlaps)
-    cols = int(inputs.image_grid_thw[0, 2]) // MERGE
-    word = tokenizer(" " + referring_word(example), add_special_tokens=False)["input_ids"]
-    word_position = int(torch.nonzero(inputs.input_ids[0] == word[-1]).max())
-    return {
-        "aux_colors": colors,
-        "aux_shapes": shapes,
-        "aux_rows": torch.div(torch.arange(len(colors)), cols, rounding_mode="floor"),
-        "aux_cols": torch.arange(len(colors)) % cols,
-        "focus": focus_masks(example, overlaps),
-        "ground_query": torch.tensor([[word_position], [len(inputs.input_ids[0]) - 1]]),  # (hops, 1)
-        "input_ids": input_ids,
-        "labels": labels,
-        "mm_token_type_ids": mm,
-        "pixel_values": inputs.pixel_values,
-        "image_grid_thw": inputs.image_grid_thw,
-    }
-
-
-def parse_type_weights(text: str | None) -> dict[str, float]:
-    """``"position=3,relation=3"`` → a weight per question type (unnamed types 1)."""
-    weights = dict.fromkeys(QUESTION_TYPES, 1.0)
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, _, value = part.partition("=")
-        name = name.strip()
-        if name not in weights:
-            raise ValueError(f"type-weights: got type {name!r}, allowed: {', '.join(QUESTION_TYPES)}")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise ValueError(f"type-weights: got {part!r}, allowed: TYPE=NUMBER") from None
-        if not weights[name] >= 0:
-            raise ValueError(f"type-weights: got {name}={value}, allowed: a number >= 0")
-    if not max(weights.values()) > 0:
-        raise ValueError("type-weights: every type has weight 0, allowed: at least one > 0")
-    return weights
-
-
-_ACCEPT_SALT = 0x5EED  # the acceptance draw must not reuse the example's own random stream
-
-
-def accepted(seed: int, weights: dict[str, float]) -> bool:
-    """Whether the train example of `seed` is used under `weights`: its type is drawn without rendering
-    it, and kept with probability weight / the largest weight (deterministic per seed)."""
-    keep = weights[question_type(seed)] / max(weights.values())
-    return random.Random(seed ^ _ACCEPT_SALT).random() < keep
-
-
-class TrainStream(IterableDataset):
-    """Train-split examples from `first_seed` on, in seed order, split across loader workers; with type
-    weights, an example is skipped unless `accepted` (hard types can be seen more often)."""
-
-    def __init__(
-        self,
-        preprocessor: Preprocessor,
-        first_seed: int,
-        count: int,
-        weights: dict[str, float] | None = None,
-    ):
-        self.preprocessor, self.first_seed, self.count = preprocessor, first_seed, count
-        self.weights = weights
-
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        uniform = self.weights is None or len(set(self.weights.values())) == 1
-        remaining = -(-self.count // workers)
-        for seed in range(self.first_seed + worker, SPLITS["train"].stop, workers):
-            if remaining == 0:
-                return
-            if uniform or accepted(seed, self.weights):
-                remaining -= 1
-                yield {**encode_example(self.preprocessor, seed), "seed": torch.tensor([seed])}
-
-
-def next_train_seed(stages: list[dict]) -> int:
-    """The first train seed after every seed the earlier stages used (stages before type weights
-    existed used exactly their number of examples)."""
-    seed = SPLITS["train"].start
-    for stage in stages:
-        seed = stage.get("next_seed", seed + stage["examples"])
-    return seed
-
-
-def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    length = max(len(it["input_ids"]) for it in items)
-
-    def pad(key: str, value: int) -> torch.Tensor:
-        out = torch.full((len(items), length), value, dtype=items[0][key].dtype)
-        for i, it in enumerate(items):
-            out[i, : len(it[key])] = it[key]
-        return out
-
-    mask = torch.zeros((len(items), length), dtype=torch.long)
-    for i, it in enumerate(items):
-        mask[i, : len(it["input_ids"])] = 1
-    return {
-        "input_ids": pad("input_ids", pad_id),
-        "labels": pad("labels", IGNORE),
-        "mm_token_type_ids": pad("mm_token_type_ids", 0),
-        "attention_mask": mask,
-        "pixel_values": torch.cat([it["pixel_values"] for it in items]),
-        "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
-        **{key: torch.cat([it[key] for it in items], dim=-1) for key in TRAINING_KEYS},
-        **({"seed": torch.cat([it["seed"] for it in items])} if "seed" in items[0] else {}),
-    }
-
-
-def patch_embed_as_linear(module: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """The patch embedding's Conv3d (kernel == stride == the whole patch) computed as the linear map it is.
-
-    Same parameters, same result; on a CPU its backward pass is several times faster than the conv's.
-    """
-    weight = module.proj.weight
-    return torch.nn.functional.linear(
-        pixels.to(weight.dtype), weight.view(weight.shape[0], -1), module.proj.bias
-    )
+from slimvl.train.tiny_model import build_preprocessor, load_weights, patch_embed_as_linear, tiny_config
 
 
 def _one_thread(_worker: int) -> None:
@@ -257,14 +80,6 @@ def earlier_stages(init: str | None) -> list[dict]:
     record = json.loads((Path(init) / "training.json").read_text())
     stages = record.get("earlier_stages", [])
     return [*stages, {k: v for k, v in record.items() if k not in ("loss_log", "earlier_stages")}]
-
-
-def load_weights(model: torch.nn.Module, init: str) -> None:
-    state = load_file(str(Path(init) / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # Tied embeddings: the checkpoint stores the table once and lm_head shares it.
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ValueError(f"init: {init} does not match the tiny model ({missing=}, {unexpected=})")
 
 
 def train(args: argparse.Namespace) -> dict:
