@@ -15,6 +15,7 @@ from slimvl.config import INT8QuantizationConfig
 from slimvl.monitor.machine import machine_info
 from slimvl.quant.calibrate import run_calibration
 from slimvl.quant.embedding import Int8Embedding, TiedInt8LMHead
+from slimvl.quant.fused import fuse_shared_inputs
 from slimvl.quant.int8_math import activation_qmax
 from slimvl.quant.kernels import KERNELS, ActQuant, usable_kernels
 from slimvl.quant.linear import Int8Linear
@@ -214,7 +215,9 @@ def deduplicated_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def prepare_kernels(model: nn.Module) -> None:
-    """Pack every quantized module's weight now (releasing plain copies a kernel replaced)."""
+    """Pack every quantized module's weight now (releasing plain copies a kernel replaced); linears that
+    read one input are stacked into one first (`fused`)."""
+    fuse_shared_inputs(model)
     for module in model.modules():
         if isinstance(module, (Int8Linear, TiedInt8LMHead)):
             module.prepare()

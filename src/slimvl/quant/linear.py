@@ -75,6 +75,7 @@ class Int8Linear(nn.Module):
         self._kernel = KERNELS[kernel]
         self._state: Any = None
         self._act: ActQuant | None = None
+        self._group: Any = None  # a `fused.SharedInputGroup` computing this layer with others
 
     @classmethod
     def from_linear(
@@ -114,8 +115,9 @@ class Int8Linear(nn.Module):
         return module
 
     def prepare(self) -> None:
-        """Pack the weight for the kernel (done by the first forward otherwise); idempotent."""
-        if self._state is not None:
+        """Pack the weight for the kernel (done by the first forward otherwise); idempotent. A member of a
+        shared-input group has nothing of its own to pack."""
+        if self._state is not None or self._group is not None:
             return
         if not self._kernel.available():
             raise RuntimeError(f"int8 kernel {self.kernel!r} is not available on this machine")
@@ -133,6 +135,8 @@ class Int8Linear(nn.Module):
             self._buffers["qweight"] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._group is not None:
+            return self._group.output(self, x)
         if self._state is None:
             self.prepare()
         rows = x.reshape(-1, self.in_features)
@@ -150,9 +154,9 @@ class Int8Linear(nn.Module):
         """Copies and pickles carry the plain int8 weight, not the kernel state (oneDNN's packed
         tensor cannot be copied); they pack again on first use."""
         state = dict(self.__dict__)
-        if self._state is not None:
+        if self._state is not None or self._group is not None:
             state["_buffers"] = {**self._buffers, "qweight": self.state_dict()["qweight"]}
-            state["_state"] = None
+            state["_state"] = state["_group"] = None
         return state
 
     def packed_tensors(self) -> list[tuple[str, int, int, str]]:
@@ -164,11 +168,15 @@ class Int8Linear(nn.Module):
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.qweight is None:
+        if self._group is not None:
+            destination[prefix + "qweight"] = self._group.weight_rows(self)
+        elif self.qweight is None:
             destination[prefix + "qweight"] = self._kernel.unpack(self._state)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, *args: Any) -> None:
         key = prefix + "qweight"
+        if self._group is not None:
+            self._group.dissolve()
         if self.qweight is None and key in state_dict:  # released after packing: make a slot to load into
             assign = local_metadata.get("assign_to_params_buffers", False)
             self._buffers["qweight"] = torch.empty_like(state_dict[key], device="meta" if assign else None)
