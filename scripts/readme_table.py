@@ -90,4 +90,6 @@ def main(kind: str, source: str, readme: str = "README.md") -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) not in (3, 4):
+        raise SystemExit("usage: python scripts/readme_table.py bench|accuracy SOURCE [README]")
     main(*sys.argv[1:])
