@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 from transformers import DynamicCache, Qwen3VLForConditionalGeneration
 
-from slimvl.models.decode import LeanDecoder, StaticKVCache
+from slimvl.models.decode import LeanDecoder, StaticKVCache, _rms_norm
 from slimvl.models.loader import LoadedModel, load_model
 from slimvl.models.steps import DecoderSequence, build_sequence, decode_step, encode_images, prefill
 
@@ -170,3 +170,21 @@ def test_uses_modules_replaced_after_construction(
 
     torch.testing.assert_close(lean, hf, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(lean, original[:, -1], atol=1e-3)
+
+
+def test_fused_rms_norm_is_the_module_bit_for_bit(small_model: LoadedModel, bf16_model: LoadedModel) -> None:
+    torch.manual_seed(0)
+    layer = small_model.model.model.language_model.layers[0]
+    norms = [
+        layer.input_layernorm,
+        layer.post_attention_layernorm,
+        layer.self_attn.q_norm,
+        layer.self_attn.k_norm,
+    ]
+    with torch.inference_mode():
+        for norm in norms:
+            x = torch.randn(1, 3, norm.weight.shape[0]) * 7
+            assert torch.equal(_rms_norm(norm, x), norm(x))
+        bf16_norm = bf16_model.model.model.language_model.norm  # other dtypes: the module itself
+        x = torch.randn(1, 1, bf16_norm.weight.shape[0], dtype=torch.bfloat16)
+        assert torch.equal(_rms_norm(bf16_norm, x), bf16_norm(x))
