@@ -133,10 +133,10 @@ class LeanDecoder:
     """Runs single tokens through a Qwen3-VL text decoder, as `steps.decode_step` does.
 
     In fp32 the operations are transformers' own, in the same order (the norms by the equivalent fused
-    op): the logits are identical. In bf16
-    and fp16 transformers' grouped-query SDPA kernel is several times slower than passing the query heads
-    that share a key/value head as that head's queries, so this runs the latter, whose attention output
-    differs from the former's by one rounding step in the last bit now and then.
+    op): the logits are identical. In bf16 and fp16 transformers' grouped-query SDPA kernel is several
+    times slower than passing the query heads that share a key/value head as that head's queries, so this
+    runs the latter, whose attention output differs from the former's by one rounding step in the last
+    bit now and then.
     """
 
     def __init__(self, model: Qwen3VLForConditionalGeneration) -> None:
