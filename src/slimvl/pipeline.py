@@ -16,6 +16,7 @@ from PIL import Image
 
 from slimvl.memory import release_free_memory
 from slimvl.models.decode import LeanDecoder, StaticKVCache
+from slimvl.models.inplace import use_inplace_activations
 from slimvl.models.loader import LoadedModel
 from slimvl.models.steps import DecoderSequence, build_sequence, encode_images, prefill
 from slimvl.models.weights import decode_bytes_per_token, weight_bytes
@@ -43,6 +44,7 @@ class Pipeline:
         self.preprocessor = loaded.preprocessor
         self.sparsifier = sparsifier
         self.threads = threads
+        use_inplace_activations(self.model)  # the same numbers, fewer activation-sized buffers
         self.decoder = LeanDecoder(self.model)
         self.eos_token_ids = _eos_ids(loaded)
         self.weight_bytes = weight_bytes(self.model)

@@ -146,8 +146,8 @@ class Int8Linear(nn.Module):
             y = per_token(lambda r: self._kernel.run(self._state, r, self._act), rows)
         else:
             y = self._kernel.run(self._state, rows, self._act)
-        if self.bias is not None:
-            y = y + self.bias
+        if self.bias is not None:  # the kernels return a fresh output: add in place where dtypes agree
+            y = y.add_(self.bias) if y.dtype == self.bias.dtype else y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def __getstate__(self) -> dict[str, Any]:
