@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from slimvl.quant import select as select_module
 from slimvl.quant.int8_math import int8_matmul_reference, quantize_weight_per_channel, sqnr_db, static_qparams
-from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, usable_kernels
+from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, per_token, usable_kernels
 from slimvl.quant.linear import Int8Linear
 from slimvl.quant.select import select_kernel
 
@@ -196,3 +196,23 @@ def test_int8pack_is_never_offered_a_shape_it_would_crash_on() -> None:
     assert "int8pack_bf16" not in usable_kernels((8, 31), None)
     with pytest.raises(ValueError, match="does not support"):
         Int8Linear(31, 8, bias=False, mode="weight_only", kernel="int8pack_bf16")
+
+
+def test_per_token_scales_each_row_by_its_absmax() -> None:
+    rows = torch.tensor(
+        [[-3.0, 1.0, 2.0], [0.5, 4.0, -1.0], [-0.0, 0.0, 0.0], [-2.0, -7.0, -1.0]], dtype=torch.float32
+    )
+    seen: list[torch.Tensor] = []
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return x * 10
+
+    out = per_token(run, rows)
+    absmax = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-30)
+    assert torch.equal(seen[0], rows / absmax)
+    assert torch.equal(out, (rows / absmax * 10) * absmax)
+    assert seen[0].abs().amax(dim=1).tolist() == [1.0, 1.0, 0.0, 1.0]
+    one = rows[:1]
+    per_token(run, one)
+    assert seen[-1] is one  # one row: passed as is
