@@ -32,28 +32,30 @@ class _Pair:
         self.mean = mean
 
 class _Metrics:
-    def __init__(self, n, pruning_ratio):
-        self.n, self.pruning_ratio = n, pruning_ratio
+    def __init__(self, n, pruning_ratio, precision):
+        self.n, self.pruning_ratio, self.precision = n, pruning_ratio, precision
     def get_num_generated_tokens(self): return self.n
     def get_num_input_tokens(self): return 30
     def get_ttft(self): return _Pair(50.0 - self.pruning_ratio / 2)  # pruning shortens the prefill
-    def get_tpot(self): return _Pair(10.0)
+    def get_tpot(self): return _Pair(20.0 if self.precision == "f32" else 10.0)  # f32: slower
     def get_prepare_embeddings_duration(self): return _Pair(20.0)
 
 class _Result:
-    def __init__(self, n, pruning_ratio):
-        self.perf_metrics = _Metrics(n, pruning_ratio)
+    def __init__(self, n, pruning_ratio, precision):
+        self.perf_metrics = _Metrics(n, pruning_ratio, precision)
 
 class GenerationConfig:
     pass
 
 class VLMPipeline:
     def __init__(self, path, device, **properties):
-        assert device == "CPU" and properties == {"INFERENCE_NUM_THREADS": 1}
+        assert device == "CPU" and properties.pop("INFERENCE_NUM_THREADS") == 1
+        self.precision = properties.pop("INFERENCE_PRECISION_HINT", None)
+        assert not properties
     def generate(self, prompt, images, generation_config):
         config = generation_config
         assert config.ignore_eos and config.min_new_tokens == config.max_new_tokens and not config.do_sample
-        return _Result(config.max_new_tokens, config.pruning_ratio)
+        return _Result(config.max_new_tokens, config.pruning_ratio, self.precision)
 """
 
 
@@ -114,3 +116,16 @@ def test_the_pruning_peer_asks_openvino_to_prune(
     result, _, _ = _run_peer("openvino-int8-prune60", fake_venv, small_checkpoint, tmp_path)
     assert result.status == "ok", result.error
     assert [run["ttft_ms"] for run in result.runs] == [20.0, 20.0]  # the fake's TTFT: 50 - 60 / 2
+
+
+def test_the_f32_peer_asks_openvino_for_f32_activations(
+    fake_venv: Path, small_checkpoint: Path, tmp_path: Path
+) -> None:
+    runs = {}
+    for peer in ("openvino-int8", "openvino-int8-f32"):
+        (tmp_path / peer).mkdir()
+        runs[peer], _, _ = _run_peer(peer, fake_venv, small_checkpoint, tmp_path / peer)
+    default, f32 = runs["openvino-int8"], runs["openvino-int8-f32"]
+    assert default.status == f32.status == "ok", (default.error, f32.error)
+    assert [run["decode_tok_s"] for run in default.runs] == pytest.approx([100.0, 100.0])
+    assert [run["decode_tok_s"] for run in f32.runs] == pytest.approx([50.0, 50.0])  # the fake's f32 speed

@@ -21,6 +21,7 @@ def test_parse_peers() -> None:
         "hf-bf16",
         "torchao-int8",
         "openvino-int8",
+        "openvino-int8-f32",
         "openvino-int8-prune60",
         "openvino-int4",
     }

@@ -54,9 +54,10 @@ class OpenVINORunner:
         self.decode_weight_bytes = (model_dir / "openvino_language_model.bin").stat().st_size
 
     def load(self) -> None:
-        self.pipe = ov_genai.VLMPipeline(
-            self.spec["model_dir"], "CPU", **{"INFERENCE_NUM_THREADS": self.spec["threads"]}
-        )
+        properties = {"INFERENCE_NUM_THREADS": self.spec["threads"]}
+        if self.spec.get("inference_precision"):
+            properties["INFERENCE_PRECISION_HINT"] = self.spec["inference_precision"]
+        self.pipe = ov_genai.VLMPipeline(self.spec["model_dir"], "CPU", **properties)
         self.config = ov_genai.GenerationConfig()
         self.config.max_new_tokens = self.spec["max_new_tokens"]
         self.config.min_new_tokens = self.spec["max_new_tokens"]

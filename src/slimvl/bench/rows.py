@@ -31,6 +31,9 @@ class Peer:
     quantize: str | None = None
     weight_format: str | None = None
     pruning_percent: int = 0  # OpenVINO GenAI's own visual token pruning (GenerationConfig.pruning_ratio)
+    # OpenVINO's INFERENCE_PRECISION_HINT; None: its default, bf16 activations on a CPU with native bf16
+    # (AVX512_BF16 or AMX, as these machines have), f32 on one without (the AVX2 laptop).
+    inference_precision: str | None = None
 
 
 PEERS: dict[str, Peer] = {
@@ -44,6 +47,12 @@ PEERS: dict[str, Peer] = {
     ),
     "openvino-int8": Peer(
         "openvino", "OpenVINO GenAI VLMPipeline, optimum-intel int8 export", weight_format="int8"
+    ),
+    "openvino-int8-f32": Peer(
+        "openvino",
+        "OpenVINO GenAI VLMPipeline, optimum-intel int8 export, activations in f32 as on a CPU without native bf16",
+        weight_format="int8",
+        inference_precision="f32",
     ),
     "openvino-int8-prune60": Peer(
         "openvino",
@@ -69,6 +78,7 @@ class RowSpec:
     quantize: str | None = None
     weight_format: str | None = None
     pruning_percent: int = 0
+    inference_precision: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +120,7 @@ def peer_row(model: str, peer: str) -> RowSpec:
         quantize=info.quantize,
         weight_format=info.weight_format,
         pruning_percent=info.pruning_percent,
+        inference_precision=info.inference_precision,
     )
 
 
