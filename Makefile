@@ -31,7 +31,7 @@ bench: $(STAMP)
 	test -f out/2b-int8-sparsify/slimvl.json || \
 		$(BIN)/slimvl optimize builtin:2b-shape --recipe benchmarks/recipes/int8-sparsify.yaml -o out/2b-int8-sparsify
 	$(BIN)/slimvl bench builtin:2b-shape --recipe out/2b-int8 --recipe out/2b-int8-sparsify \
-		--peers hf-fp32,openvino-int8,openvino-int8-prune60,hf-bf16,torchao-int8 \
+		--peers hf-fp32,openvino-int8,openvino-int8-prune60,openvino-int8-f32,hf-bf16,torchao-int8 \
 		--json-out $(BENCH_OUT).json --md-out $(BENCH_OUT).md --plot $(BENCH_OUT).png
 
 lint: $(STAMP)

@@ -57,6 +57,9 @@ def test_json_schema(bench: dict[str, Any]) -> None:
     machine = report["machine"]
     assert isinstance(machine["read_bandwidth_gbps"], float) and machine["read_bandwidth_gbps"] > 0
     assert machine["read_bandwidth"]["size_bytes"] == 64000000
+    samples = machine["read_bandwidth"]["samples_gbps"]
+    assert len(samples) == 3  # before the runs, and before each of the 2 rounds
+    assert machine["read_bandwidth_gbps"] == pytest.approx(sorted(samples)[1])
     assert isinstance(machine["cpu_model"], str) and isinstance(machine["isa_flags"], list)
     assert report["profile"]["name"] == "native" and isinstance(report["energy_note"], str)
     assert report["scenario"]["max_new_tokens"] == 4 and report["scenario"]["ignore_eos"] is True
@@ -75,9 +78,11 @@ def test_json_schema(bench: dict[str, Any]) -> None:
         assert row["ttft_ms"] >= row["vision_ms"] + row["prefill_ms"] - 1e-6
         assert [run["new_tokens"] for run in row["per_run"]] == [4, 4]
         assert row["achieved_gbps"] == pytest.approx(row["decode_weight_bytes"] * row["decode_tok_s"] / 1e9)
-        assert row["bandwidth_pct"] == pytest.approx(
-            100 * row["achieved_gbps"] / machine["read_bandwidth_gbps"]
-        )
+        for run in row["per_run"]:  # each run against the bandwidth sampled before its round
+            assert run["read_bandwidth_gbps"] in machine["read_bandwidth"]["samples_gbps"][1:]
+            assert run["bandwidth_pct"] == pytest.approx(
+                100 * run["achieved_gbps"] / run["read_bandwidth_gbps"]
+            )
     # hf-fp32 loads the same weights as slimvl
     assert rows["hf-fp32"]["weight_bytes"] == rows["slimvl:none"]["weight_bytes"]
 

@@ -69,6 +69,22 @@ def test_runs_are_interleaved_round_by_round(launch, tmp_path: Path) -> None:
     assert notes[0].startswith("wave 1: row0, row1, row2 resident together")
 
 
+def test_what_before_round_returns_goes_into_every_run_of_its_round(launch, tmp_path: Path) -> None:
+    results = _results("ok", "ok")
+    images = [tmp_path / f"{i}.png" for i in range(4)]
+    samples = iter([30.0, 40.0, 50.0])
+    run_interleaved(
+        results, launch, images, lambda _: None, tmp_path,
+        before_round=lambda: {"read_bandwidth_gbps": next(samples)},
+    )  # fmt: skip
+    for result in results:
+        assert [(r["run"], r["read_bandwidth_gbps"]) for r in result.runs] == [
+            (1, 30.0),
+            (2, 40.0),
+            (3, 50.0),
+        ]
+
+
 def test_failing_workers_are_reported_and_the_others_go_on(launch, tmp_path: Path) -> None:
     results = _results("ok", "error_at_load", "crash_at_load", "crash_at_run_2")
     images = [tmp_path / f"{i}.png" for i in range(4)]

@@ -120,7 +120,7 @@ def _memory_note(wave: int, workers: dict[str, WorkerProcess]) -> str:
     return note
 
 
-def _available_bytes() -> int:
+def available_bytes() -> int:
     return psutil.virtual_memory().available
 
 
@@ -152,7 +152,8 @@ def run_interleaved(
     progress: Progress,
     log_dir: Path,
     need: Callable[[RowSpec], int] = lambda _row: 0,
-    available: Callable[[], int] = _available_bytes,
+    available: Callable[[], int] = available_bytes,
+    before_round: Callable[[], dict[str, Any]] = dict,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Start a worker per runnable row, then run `images[1:]` in rounds; `images[0]` is the warm-up.
 
@@ -160,6 +161,9 @@ def run_interleaved(
     not fit in the memory still available beside the running workers waits for a later wave, which
     starts once the current wave's runs are done and its workers have exited. Runs interleave within a
     wave; the notes say which rows shared one.
+
+    `before_round` runs before each round; what it returns is added to every run record of the round
+    (the harness samples the read bandwidth there, so each run is compared with one measured beside it).
 
     Returns the order in which runs happened (`seq`, `row`, `run`) and notes for the report.
     """
@@ -186,7 +190,7 @@ def run_interleaved(
                 )
             if workers:
                 notes.append(_memory_note(len(notes) + 1, workers))
-            _run_rounds(results, workers, images, order, progress)
+            _run_rounds(results, workers, images, order, progress, before_round)
         finally:
             for worker in workers.values():
                 worker.close()
@@ -199,8 +203,10 @@ def _run_rounds(
     images: Sequence[Path],
     order: list[dict[str, Any]],
     progress: Progress,
+    before_round: Callable[[], dict[str, Any]],
 ) -> None:
     for run in range(1, len(images)):
+        round_info = before_round() if workers else {}
         for result in results:
             name = result.spec.name
             if result.status != "ok" or name not in workers:
@@ -213,5 +219,5 @@ def _run_rounds(
                 result.fail(str(exc))
                 progress(f"{name}: run {run} failed: {exc}")
                 continue
-            result.runs.append({"run": run, "seq": seq, **metrics})
+            result.runs.append({"run": run, "seq": seq, **metrics, **round_info})
             progress(f"{name}: run {run}/{len(images) - 1}: {metrics.get('e2e_s') or 0:.2f} s end to end")

@@ -91,6 +91,14 @@ def ablation_cells(entry: dict[str, Any]) -> list[str]:
     ]
 
 
+def _bandwidth_text(machine: dict[str, Any]) -> str:
+    samples = machine.get("read_bandwidth", {}).get("samples_gbps", [])
+    text = f"{machine['read_bandwidth_gbps']:.1f} GB/s"
+    if len(samples) > 1:
+        text += f" (median of {len(samples)} samples, one before each round: {min(samples):.1f}–{max(samples):.1f})"
+    return text
+
+
 def header_lines(report: dict[str, Any]) -> list[str]:
     machine, profile = report["machine"], report["profile"]
     lines = [
@@ -98,7 +106,7 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         f"{report['threads']} threads · profile {profile['name']} · "
         f"{report['scenario']['max_new_tokens']} new tokens, EOS ignored",
         f"machine: {machine['cpu_model']} · {machine['physical_cores']} cores / {machine['logical_cores']} threads · "
-        f"ISA {', '.join(machine['isa_flags']) or '-'} · read bandwidth {machine['read_bandwidth_gbps']:.1f} GB/s",
+        f"ISA {', '.join(machine['isa_flags']) or '-'} · read bandwidth {_bandwidth_text(machine)}",
         f"energy: {report['energy_note']}",
     ]
     lines += [f"profile: {note}" for note in profile["notes"]]

@@ -26,7 +26,9 @@ SUMMARY_KEYS = (
 
 
 def _with_bandwidth_pct(run: dict[str, Any], read_bandwidth_gbps: float) -> dict[str, Any]:
-    pct = ratio(run.get("achieved_gbps"), read_bandwidth_gbps)
+    """The run's achieved GB/s against the read bandwidth sampled before its round (the run's own
+    `read_bandwidth_gbps`), or against `read_bandwidth_gbps` (all samples' median) if none was."""
+    pct = ratio(run.get("achieved_gbps"), run.get("read_bandwidth_gbps") or read_bandwidth_gbps)
     return {**run, "bandwidth_pct": None if pct is None else 100 * pct}
 
 
