@@ -74,20 +74,16 @@ class SharedInputGroup:
     def weight_rows(self, member: Int8Linear) -> torch.Tensor:
         """`member`'s int8 weight, taken back out of the stacked one."""
         start, stop = self._columns[id(member)]
-        return self._stacked_weight()[start:stop].clone()
+        return self.fused.own_int8_weight()[start:stop].clone()
 
     def dissolve(self) -> None:
         """Give every member its own weight back and end the group (before loading new weights)."""
-        stacked = self._stacked_weight()
+        stacked = self.fused.own_int8_weight()
         for member in self.members:
             start, stop = self._columns[id(member)]
             member._buffers["qweight"] = stacked[start:stop].clone()
             member._group = None
             member._state = None
-
-    def _stacked_weight(self) -> torch.Tensor:
-        fused = self.fused
-        return fused.qweight if fused.qweight is not None else fused._kernel.unpack(fused._state)
 
 
 def _fusable(members: list[nn.Module]) -> bool:

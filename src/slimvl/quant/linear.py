@@ -166,12 +166,17 @@ class Int8Linear(nn.Module):
         n = self.out_features * self.in_features
         return [("qweight", n, n, "int8")]
 
+    def own_int8_weight(self) -> torch.Tensor:
+        """This module's own int8 weight (N, K): the plain one, or unpacked from the kernel's copy once
+        `qweight` was released (a group member's weight lives in its group: `weight_rows`)."""
+        return self.qweight if self.qweight is not None else self._kernel.unpack(self._state)
+
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self._group is not None:
             destination[prefix + "qweight"] = self._group.weight_rows(self)
         elif self.qweight is None:
-            destination[prefix + "qweight"] = self._kernel.unpack(self._state)
+            destination[prefix + "qweight"] = self.own_int8_weight()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, *args: Any) -> None:
         key = prefix + "qweight"
