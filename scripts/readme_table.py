@@ -34,8 +34,10 @@ def _replace_block(readme: str, name: str, source: str, body: str) -> None:
 
 
 def bench_block(report: str) -> str:
+    """The report without its title; its sections become headings under the README's own subsection."""
     lines = Path(report).read_text().strip().splitlines()
-    return "\n".join(line for line in lines if not line.startswith("# "))  # drop the report's title
+    kept = [line for line in lines if not line.startswith("# ")]
+    return "\n".join("##" + line if line.startswith("## ") else line for line in kept)
 
 
 def _pct(value: float) -> str:

@@ -99,9 +99,25 @@ def test_runs_were_interleaved(bench: dict[str, Any]) -> None:
     assert order == [("slimvl:none", 1), ("hf-fp32", 1), ("slimvl:none", 2), ("hf-fp32", 2)]
 
 
+def test_paired_ratios_divide_the_runs_of_each_round(bench: dict[str, Any]) -> None:
+    rows = {row["name"]: row for row in bench["report"]["rows"]}
+    paired = {(entry["row"], entry["baseline"]): entry for entry in bench["report"]["paired"]}
+    assert set(paired) == {("slimvl:none", "hf-fp32"), ("hf-fp32", "slimvl:none")}  # not the peer that failed
+    entry = paired[("hf-fp32", "slimvl:none")]
+    ratios = sorted(
+        hf["ttft_ms"] / ours["ttft_ms"]
+        for hf, ours in zip(rows["hf-fp32"]["per_run"], rows["slimvl:none"]["per_run"], strict=True)
+    )
+    assert all(run["wave"] == 1 for row in rows.values() for run in row["per_run"])
+    assert entry["ttft_ms_rounds"] == 2
+    assert (entry["ttft_ms_min"], entry["ttft_ms_max"]) == pytest.approx(tuple(ratios))
+    assert entry["ttft_ms"] == pytest.approx(sum(ratios) / 2)
+
+
 def test_markdown_and_png_written(bench: dict[str, Any]) -> None:
     markdown = (bench["out"] / "r.md").read_text()
     assert "| slimvl:none | ok |" in markdown and "openvino-int8" in markdown and "not runnable" in markdown
+    assert "## Paired ratios" in markdown and "| hf-fp32 | slimvl:none | 2 |" in markdown
     assert (bench["out"] / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(bench["out"].glob(".*.tmp"))  # atomic writes leave no temporary file
 

@@ -1,6 +1,6 @@
 import pytest
 
-from slimvl.bench.stats import Summary, ratio, summarize, summarize_runs
+from slimvl.bench.stats import Summary, paired_ratio, ratio, summarize, summarize_runs
 
 
 def test_summarize_odd_count() -> None:
@@ -33,3 +33,33 @@ def test_ratio() -> None:
     assert ratio(None, 2.0) is None
     assert ratio(1.0, None) is None
     assert ratio(1.0, 0.0) is None
+
+
+def test_paired_ratio_divides_within_each_round_not_the_medians() -> None:
+    # The machine slowed down in round 2: each round's ratio is 0.5, the medians' ratio is not.
+    runs = [
+        {"wave": 1, "run": 1, "ttft_ms": 100.0},
+        {"wave": 1, "run": 2, "ttft_ms": 300.0},
+        {"wave": 1, "run": 3, "ttft_ms": 110.0},
+    ]
+    base = [
+        {"wave": 1, "run": 2, "ttft_ms": 600.0},
+        {"wave": 1, "run": 1, "ttft_ms": 200.0},
+        {"wave": 1, "run": 3, "ttft_ms": 220.0},
+    ]
+    assert paired_ratio(runs, base, "ttft_ms") == Summary(0.5, 0.5, 0.5, 3)
+
+
+def test_paired_ratio_pairs_only_the_same_wave_and_round_with_values() -> None:
+    runs = [
+        {"wave": 1, "run": 1, "prefill_ms": 60.0},
+        {"wave": 1, "run": 2, "prefill_ms": None},
+        {"wave": 2, "run": 3, "prefill_ms": 10.0},
+    ]
+    base = [
+        {"wave": 1, "run": 1, "prefill_ms": 100.0},
+        {"wave": 1, "run": 2, "prefill_ms": 100.0},
+        {"wave": 1, "run": 3, "prefill_ms": 100.0},
+    ]
+    assert paired_ratio(runs, base, "prefill_ms") == Summary(0.6, 0.6, 0.6, 1)
+    assert paired_ratio(runs, [], "prefill_ms") is None

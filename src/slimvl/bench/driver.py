@@ -165,6 +165,8 @@ def run_interleaved(
     `before_round` runs before each round; what it returns is added to every run record of the round
     (the harness samples the read bandwidth there, so each run is compared with one measured beside it).
 
+    Every run record carries its `wave` (1, 2, ...): only runs of one wave and round ran side by side.
+
     Returns the order in which runs happened (`seq`, `row`, `run`) and notes for the report.
     """
     order: list[dict[str, Any]] = []
@@ -190,7 +192,7 @@ def run_interleaved(
                 )
             if workers:
                 notes.append(_memory_note(len(notes) + 1, workers))
-            _run_rounds(results, workers, images, order, progress, before_round)
+            _run_rounds(results, workers, images, order, progress, before_round, wave=len(notes))
         finally:
             for worker in workers.values():
                 worker.close()
@@ -204,6 +206,7 @@ def _run_rounds(
     order: list[dict[str, Any]],
     progress: Progress,
     before_round: Callable[[], dict[str, Any]],
+    wave: int,
 ) -> None:
     for run in range(1, len(images)):
         round_info = before_round() if workers else {}
@@ -219,5 +222,5 @@ def _run_rounds(
                 result.fail(str(exc))
                 progress(f"{name}: run {run} failed: {exc}")
                 continue
-            result.runs.append({"run": run, "seq": seq, **metrics, **round_info})
+            result.runs.append({"run": run, "seq": seq, "wave": wave, **metrics, **round_info})
             progress(f"{name}: run {run}/{len(images) - 1}: {metrics.get('e2e_s') or 0:.2f} s end to end")

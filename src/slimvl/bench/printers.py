@@ -21,6 +21,19 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("achieved_gbps", "GB/s"),
     ("bandwidth_pct", "% of read BW"),
 )
+# (paired key, column title) of the paired-ratio table: row's value / baseline's, round by round.
+PAIRED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("vision_ms", "vision ms ÷"),
+    ("prefill_ms", "prefill ms ÷"),
+    ("ttft_ms", "TTFT ms ÷"),
+    ("decode_tok_s", "decode tok/s ÷"),
+    ("e2e_s", "e2e s ÷"),
+)
+PAIRED_NOTE = (
+    "Each cell: the row's value divided by the baseline's in the same round (same image, run one after "
+    "the other), median (min–max) over the rounds; the baseline is the first row of each wave. Unlike "
+    "the ratio of two medians above, it leaves out how the machine's speed drifted between rounds."
+)
 ABLATION_COLUMNS = (
     "row",
     "built",
@@ -76,6 +89,33 @@ def row_cells(row: dict[str, Any], separator: str = " ") -> list[str]:
     ]
 
 
+def printed_pairs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The paired entries against the first row of each wave, in the order of the rows."""
+    paired = report.get("paired") or []
+    baselines: list[str] = []
+    for row in report["rows"]:
+        others = {entry["baseline"] for entry in paired if entry["row"] == row["name"]}
+        if not others & set(baselines) and any(entry["baseline"] == row["name"] for entry in paired):
+            baselines.append(row["name"])
+    order = {row["name"]: i for i, row in enumerate(report["rows"])}
+    chosen = [entry for entry in paired if entry["baseline"] in baselines and entry["row"] not in baselines]
+    return sorted(chosen, key=lambda entry: (order[entry["baseline"]], order[entry["row"]]))
+
+
+def paired_cells(entry: dict[str, Any]) -> list[str]:
+    rounds = max(entry[f"{key}_rounds"] for key, _ in PAIRED_COLUMNS)
+    cells = []
+    for key, _ in PAIRED_COLUMNS:
+        text = number(entry[key])
+        if entry[f"{key}_rounds"] > 1:
+            text += f" ({number(entry[f'{key}_min'])}–{number(entry[f'{key}_max'])})"
+        cells.append(text)
+    return [entry["row"], entry["baseline"], str(rounds), *cells]
+
+
+PAIRED_TITLES = ("row", "baseline", "rounds", *(title for _, title in PAIRED_COLUMNS))
+
+
 def ablation_cells(entry: dict[str, Any]) -> list[str]:
     delta = entry["accuracy_delta"]
     return [
@@ -123,6 +163,15 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     for row in report["rows"]:
         table.add_row(*(escape(text) for text in row_cells(row, separator="\n")))
     console.print(table)
+    pairs = printed_pairs(report)
+    if pairs:
+        paired = Table(title="paired ratios: row ÷ baseline, round by round")
+        for title in PAIRED_TITLES:
+            paired.add_column(title, justify="left" if title in ("row", "baseline") else "right")
+        for entry in pairs:
+            paired.add_row(*(escape(text) for text in paired_cells(entry)))
+        console.print(paired)
+        console.print(escape(PAIRED_NOTE))
     if report.get("ablation"):
         ablation = Table(title="ablation: measured (seed estimate)")
         for title in ABLATION_COLUMNS:
@@ -152,6 +201,11 @@ def markdown(report: dict[str, Any]) -> str:
     failures = [row for row in report["rows"] if row["status"] != "ok"]
     if failures:
         lines += ["", *(f"- **{row['name']}**: {row['status']}: {row['error'] or ''}" for row in failures)]
+    pairs = printed_pairs(report)
+    if pairs:
+        lines += ["", "## Paired ratios: row ÷ baseline, round by round", ""]
+        lines += _markdown_table(PAIRED_TITLES, [paired_cells(entry) for entry in pairs])
+        lines += ["", PAIRED_NOTE]
     if report.get("ablation"):
         lines += ["", "## Ablation: measured (seed estimate)", ""]
         lines += _markdown_table(ABLATION_COLUMNS, [ablation_cells(entry) for entry in report["ablation"]])

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from slimvl.bench.driver import RowResult
-from slimvl.bench.stats import Summary, ratio, summarize_runs
+from slimvl.bench.stats import Summary, paired_ratio, ratio, summarize_runs
 
 SCHEMA_VERSION = 1
 
@@ -23,6 +23,8 @@ SUMMARY_KEYS = (
     "bandwidth_pct",
     "energy_j_per_token",
 )
+# Per-run values also divided round by round between rows that ran side by side (`paired`).
+PAIRED_KEYS = ("vision_ms", "prefill_ms", "ttft_ms", "decode_tok_s", "e2e_s")
 
 
 def _with_bandwidth_pct(run: dict[str, Any], read_bandwidth_gbps: float) -> dict[str, Any]:
@@ -64,6 +66,30 @@ def row_record(result: RowResult, read_bandwidth_gbps: float, threads: int) -> d
     return record
 
 
+def _waves(row: dict[str, Any]) -> set[Any]:
+    return {run.get("wave") for run in row["per_run"]}
+
+
+def paired_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For every ordered pair of rows that ran in one wave: each `PAIRED_KEYS` metric as the median
+    (min, max) over rounds of row / baseline in the same round (`stats.paired_ratio`)."""
+    measured = [row for row in rows if row["status"] == "ok" and row["per_run"]]
+    entries = []
+    for row in measured:
+        for baseline in measured:
+            if baseline is row or not _waves(row) & _waves(baseline):
+                continue
+            entry: dict[str, Any] = {"row": row["name"], "baseline": baseline["name"]}
+            for key in PAIRED_KEYS:
+                summary = paired_ratio(row["per_run"], baseline["per_run"], key)
+                entry[key] = None if summary is None else summary.median
+                entry[f"{key}_min"] = None if summary is None else summary.min
+                entry[f"{key}_max"] = None if summary is None else summary.max
+                entry[f"{key}_rounds"] = 0 if summary is None else summary.n
+            entries.append(entry)
+    return entries
+
+
 def build_report(
     *,
     model: str,
@@ -78,6 +104,7 @@ def build_report(
     notes: list[str],
 ) -> dict[str, Any]:
     bandwidth = machine["read_bandwidth_gbps"]
+    rows = [row_record(result, bandwidth, threads) for result in results]
     return {
         "schema_version": SCHEMA_VERSION,
         "model": model,
@@ -88,7 +115,8 @@ def build_report(
         "machine": machine,
         "energy_note": energy_note,
         "notes": notes,
-        "rows": [row_record(result, bandwidth, threads) for result in results],
+        "rows": rows,
+        "paired": paired_ratios(rows),
         "run_order": run_order,
     }
 

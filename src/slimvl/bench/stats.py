@@ -38,3 +38,16 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator
+
+
+def paired_ratio(
+    runs: Sequence[Mapping[str, float | None]], baseline: Sequence[Mapping[str, float | None]], key: str
+) -> Summary | None:
+    """`key` of each run divided by the baseline's in the same round (equal `wave` and `run`).
+
+    Runs of one round ran one after the other on the same image, so their ratio leaves out how the
+    machine's speed drifted between rounds, which the ratio of two medians keeps. Rounds where either
+    side has no value (or the baseline's is 0) are skipped; none left: None.
+    """
+    by_round = {(run.get("wave"), run.get("run")): run.get(key) for run in baseline}
+    return summarize(ratio(run.get(key), by_round.get((run.get("wave"), run.get("run")))) for run in runs)
