@@ -42,6 +42,21 @@ def test_round_trip_gives_identical_logits(small_checkpoint: Path, optimized_dir
     assert a.token_ids == b.token_ids
 
 
+def test_a_recipe_that_keeps_the_weights_round_trips_with_the_tied_head(
+    small_checkpoint: Path, tmp_path: Path, square_image
+) -> None:
+    # The stored state holds the tied embedding table once; the head must come back as its alias.
+    assert slimvl.load(str(small_checkpoint)).loaded.model.config.tie_word_embeddings
+    out = slimvl.optimize(str(small_checkpoint), "sparsify", tmp_path / "sparsify")
+    reloaded = slimvl.load(str(out))
+    model = reloaded.loaded.model
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # one table
+    in_memory = slimvl.load(str(small_checkpoint), "sparsify")
+    a = in_memory.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
+    b = reloaded.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
+    assert a.token_ids == b.token_ids
+
+
 @pytest.mark.parametrize(
     "kernel", [n for n in usable_kernels((64, 64), ActQuant(127)) if KERNELS[n].copies_weight]
 )

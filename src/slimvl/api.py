@@ -130,6 +130,7 @@ def _load_optimized(path: Path, threads: int | None) -> SlimModel:
     config = Qwen3VLConfig.from_pretrained(path)
     with init_empty_weights(include_buffers=False):
         model = Qwen3VLForConditionalGeneration(config)
+    model.tie_weights()  # the stored state holds a tied table once: lm_head must alias the embedding
     rebuild_modules(model, manifest["plans"])
     table = _table_left_in_file(model)
     key = f"{table}.qweight"
