@@ -1,9 +1,10 @@
 """One registry from recipe section to the code that applies it.
 
 Each entry applies its config to a loaded model (returning the sparsifier it installs and the plan of
-what it changed in the weights) and, for weight-changing optimizations, rebuilds empty modules from a
-saved plan so that an optimized directory loads without the original weights. A recipe section without
-an entry is not built yet: asking for it is an error, never a no-op.
+what it added to or changed in the weights) and, where it stores weights, rebuilds their empty modules
+from a saved plan so that an optimized directory loads without the original weights. Entries marked
+`runtime` are applied again when an optimized directory loads (they build runtime parts). A recipe
+section without an entry is not built yet: asking for it is an error, never a no-op.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from slimvl.models.preprocess import load_image
 from slimvl.pipeline import Pipeline, Sparsifier
 from slimvl.quant import QuantPlan, build_quantized_skeleton, quantize_model
 from slimvl.sparsify import make_sparsifier
+from slimvl.sparsify.distill import (
+    RANK,
+    SCORER_MODULE,
+    TokenScorer,
+    attention_examples,
+    fit_token_scorer,
+    scorer_dims,
+)
 
 CALIBRATION_PROMPT = "Describe the image."
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -67,6 +76,7 @@ class Calibration:
 class Optimization:
     apply: Callable[[LoadedModel, object, Calibration], Applied]
     rebuild: Callable[[nn.Module, dict], None] | None = None  # None: nothing stored in the weights
+    runtime: bool = False  # applied again to a loaded optimized directory
 
 
 def _apply_int8(loaded: LoadedModel, config: INT8QuantizationConfig, calibration: Calibration) -> Applied:
@@ -84,10 +94,36 @@ def _rebuild_int8(model: nn.Module, plan: dict) -> None:
     build_quantized_skeleton(model, QuantPlan.from_dict(plan))
 
 
-def _apply_sparsification(loaded: LoadedModel, config: SparsificationConfig, _: Calibration) -> Applied:
-    return Applied(
-        sparsifier=make_sparsifier(loaded.model, config, loaded.preprocessor.tokenizer.all_special_ids)
-    )
+def _needs_distilled_scorer(config: SparsificationConfig) -> bool:
+    return config.scorer == "distilled" and config.sparsity_method == "top_k" and config.sparsity_ratio > 0
+
+
+def _apply_sparsification(
+    loaded: LoadedModel, config: SparsificationConfig, calibration: Calibration
+) -> Applied:
+    """The sparsifier; a distilled scorer is fitted first unless the model already carries one (an
+    optimized directory's, rebuilt and loaded with the weights)."""
+    model, plan = loaded.model, None
+    if _needs_distilled_scorer(config) and getattr(model, SCORER_MODULE, None) is None:
+        query_dim, visual_dim = scorer_dims(model.config)
+        requests = Calibration(calibration.directory, config.calibration_samples).requests()
+        examples = attention_examples(model, loaded.preprocessor, requests, config.score_layer)
+        scorer, fit = fit_token_scorer(examples, query_dim, visual_dim, seed=config.seed)
+        model.add_module(SCORER_MODULE, scorer)
+        plan = {
+            "scorer": "distilled",
+            "query_dim": query_dim,
+            "visual_dim": visual_dim,
+            "rank": RANK,
+            "fit": fit,
+        }
+    special_ids = loaded.preprocessor.tokenizer.all_special_ids
+    return Applied(sparsifier=make_sparsifier(model, config, special_ids), plan=plan)
+
+
+def _rebuild_sparsification(model: nn.Module, plan: dict) -> None:
+    """An empty distilled scorer of the saved sizes, for the stored weights to fill."""
+    model.add_module(SCORER_MODULE, TokenScorer(plan["query_dim"], plan["visual_dim"], plan["rank"]))
 
 
 # Weights are pruned before they are quantized; runtime parts come last.
@@ -96,7 +132,7 @@ assert set(APPLY_ORDER) == set(SECTIONS), "every recipe section has its place in
 
 OPTIMIZATIONS: dict[str, Optimization] = {
     "int8": Optimization(_apply_int8, _rebuild_int8),
-    "sparsification": Optimization(_apply_sparsification),
+    "sparsification": Optimization(_apply_sparsification, _rebuild_sparsification, runtime=True),
 }
 
 
@@ -134,7 +170,7 @@ def runtime_sparsifier(loaded: LoadedModel, recipe: Recipe) -> Sparsifier | None
     sparsifier = None
     for key in APPLY_ORDER:
         config = getattr(recipe, key)
-        if config is not None and OPTIMIZATIONS[key].rebuild is None:
+        if config is not None and OPTIMIZATIONS[key].runtime:
             sparsifier = OPTIMIZATIONS[key].apply(loaded, config, Calibration()).sparsifier or sparsifier
     return sparsifier
 

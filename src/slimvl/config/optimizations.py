@@ -99,7 +99,10 @@ class SparsificationConfig(_ValidatedConfig):
     ``builtin:tiny``, see benchmarks/results/sparsify_curves_tiny.json) uses the question's attention to
     the visual tokens in decoder layer ``score_layer`` (the layers before it see every token);
     ``"text_guided"`` the cosine similarity of question-token embeddings and visual tokens before the
-    decoder (cheapest: the whole prefill runs on the kept tokens). ``sparsity_method`` picks
+    decoder (cheapest: the whole prefill runs on the kept tokens); ``"distilled"`` a small scorer
+    before the decoder, fitted when the recipe is applied to reproduce the attention scorer of layer
+    ``score_layer`` on ``calibration_samples`` requests (the calibration images, or the synthetic
+    training split) and saved with the optimized model. ``sparsity_method`` picks
     which tokens survive: the ``top_k`` scored, a ``random`` subset (seeded by ``seed``), or
     a uniform spatial ``grid``.
     """
@@ -111,9 +114,10 @@ class SparsificationConfig(_ValidatedConfig):
     scorer: str = "attention"
     score_layer: int = 1
     seed: int = 0
+    calibration_samples: int = 256
 
     SPARSITY_METHODS: ClassVar[tuple[str, ...]] = ("top_k", "random", "grid")
-    SCORERS: ClassVar[tuple[str, ...]] = ("text_guided", "attention")
+    SCORERS: ClassVar[tuple[str, ...]] = ("text_guided", "attention", "distilled")
 
     def __post_init__(self) -> None:
         self._check_number("sparsity_ratio", "a number in [0, 1)", lambda v: 0 <= v < 1)
@@ -128,6 +132,7 @@ class SparsificationConfig(_ValidatedConfig):
         self._check_choice("scorer", self.SCORERS)
         self._check_int("score_layer", 0)
         self._check_int("seed", 0)
+        self._check_int("calibration_samples", 2)
 
     def tokens_to_keep(self, n_visual: int) -> int:
         """Number of the ``n_visual`` tokens of one image to keep.

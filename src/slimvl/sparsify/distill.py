@@ -1,0 +1,169 @@
+"""A pre-decoder token scorer distilled from the model's own question attention.
+
+The attention scorer (`scorers.attention_scores`) ranks visual tokens well, but the decoder layers
+before its `score_layer` must first run over every token. A score computed before the decoder lets the
+whole prefill run on the kept tokens. `TokenScorer` is a low-rank attention from the question's token
+embeddings (each beside the question's mean embedding) to the visual tokens (each beside its first
+DeepStack feature), fitted on calibration requests so that its distribution over the visual tokens
+reproduces the attention scorer's (KL divergence). It is part of the optimized model: it is saved with
+the weights, as `SCORER_MODULE` of the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, Qwen3VLForConditionalGeneration
+
+from slimvl.models.decode import StaticKVCache
+from slimvl.models.preprocess import Preprocessor
+from slimvl.models.steps import DecoderSequence, build_sequence, encode_images
+from slimvl.sparsify.prefill import run_layers
+from slimvl.sparsify.scorers import attention_scores, question_mask
+
+SCORER_MODULE = "slimvl_token_scorer"
+RANK = 32
+EPOCHS = 40
+LEARNING_RATE = 1e-3
+HELD_OUT_SHARE = 0.1  # of the calibration requests, to pick the epoch whose scorer generalizes best
+
+
+class TokenScorer(nn.Module):
+    """Scores (one per visual token, summing to 1): the mean over question tokens of a softmax over
+    the visual tokens of (query features · `query`) · (visual features · `visual`)ᵀ / √rank."""
+
+    def __init__(self, query_dim: int, visual_dim: int, rank: int = RANK) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.empty(query_dim, rank))
+        self.visual = nn.Parameter(torch.empty(visual_dim, rank))
+
+    def reset(self, generator: torch.Generator) -> None:
+        for weight in (self.query, self.visual):
+            with torch.no_grad():
+                weight.copy_(torch.randn(weight.shape, generator=generator) / math.sqrt(weight.shape[0]))
+
+    def forward(self, queries: torch.Tensor, visuals: torch.Tensor) -> torch.Tensor:
+        rank = self.query.shape[1]
+        logits = (queries.float() @ self.query) @ (visuals.float() @ self.visual).T / math.sqrt(rank)
+        return logits.softmax(dim=-1).mean(dim=0)
+
+    def score(self, seq: DecoderSequence, question: torch.Tensor) -> torch.Tensor:
+        """(Nv,) scores of `seq`'s visual tokens for the question rows `question` ((L,) bool)."""
+        with torch.no_grad():
+            return self(*scorer_features(seq, question))
+
+
+def scorer_dims(config: PretrainedConfig) -> tuple[int, int]:
+    """(query, visual) feature sizes for a Qwen3-VL `config`."""
+    hidden = config.text_config.hidden_size
+    deepstack = bool(config.vision_config.deepstack_visual_indexes)
+    return 2 * hidden, (2 if deepstack else 1) * hidden
+
+
+def scorer_features(seq: DecoderSequence, question: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query features (question tokens, 2D): each question token's embedding and the question's mean;
+    visual features (Nv, D or 2D): each visual token's embedding and its first DeepStack feature."""
+    embeds = seq.inputs_embeds[0]
+    words = embeds[question]
+    queries = torch.cat([words, words.mean(dim=0, keepdim=True).expand_as(words)], dim=-1)
+    visuals = embeds[seq.visual_mask[0]]
+    if seq.deepstack:
+        visuals = torch.cat([visuals, seq.deepstack[0]], dim=-1)
+    return queries, visuals
+
+
+@dataclass(frozen=True)
+class Example:
+    queries: torch.Tensor
+    visuals: torch.Tensor
+    target: torch.Tensor  # (Nv,) the attention scorer's scores, normalized to sum to 1
+
+
+def attention_example(
+    model: Qwen3VLForConditionalGeneration,
+    seq: DecoderSequence,
+    special_ids: Collection[int],
+    score_layer: int,
+) -> Example:
+    """The scorer's inputs for `seq` and the attention scorer's distribution in `score_layer`."""
+    text = model.model.language_model
+    with torch.no_grad():
+        cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
+        hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, score_layer))
+        question = question_mask(seq, special_ids)
+        position_embeddings = text.rotary_emb(hidden, seq.position_ids)
+        scores = attention_scores(
+            text.layers[score_layer], position_embeddings, hidden, question, seq.visual_mask[0]
+        ).float()
+        queries, visuals = scorer_features(seq, question)
+    return Example(queries.float().clone(), visuals.float().clone(), scores / scores.sum())
+
+
+def attention_examples(
+    model: Qwen3VLForConditionalGeneration,
+    preprocessor: Preprocessor,
+    requests: Iterable[tuple[list, str]],
+    score_layer: int,
+) -> list[Example]:
+    """`attention_example` of each calibration request (images, prompt) that holds visual tokens."""
+    special_ids = preprocessor.tokenizer.all_special_ids
+    out = []
+    for images, prompt in requests:
+        inputs = preprocessor(images, prompt)
+        with torch.no_grad():
+            seq = build_sequence(model, inputs, encode_images(model, inputs))
+        if bool(seq.visual_mask.any()):
+            out.append(attention_example(model, seq, special_ids, score_layer))
+    return out
+
+
+def _kl(example: Example, scorer: TokenScorer) -> torch.Tensor:
+    target = example.target
+    predicted = scorer(example.queries, example.visuals)
+    return (target * (target.clamp_min(1e-9).log() - predicted.clamp_min(1e-9).log())).sum()
+
+
+def fit_token_scorer(
+    examples: list[Example], query_dim: int, visual_dim: int, seed: int = 0, epochs: int = EPOCHS
+) -> tuple[TokenScorer, dict]:
+    """Fit a `TokenScorer` to `examples` (Adam, one request per step) and return the one of the epoch
+    with the lowest mean KL on the held-out requests, with a record of the fit."""
+    if len(examples) < 2:
+        raise ValueError(f"calibration requests with images: got {len(examples)}, allowed: >= 2")
+    generator = torch.Generator().manual_seed(seed)
+    scorer = TokenScorer(query_dim, visual_dim)
+    scorer.reset(generator)
+    held_out = max(1, round(HELD_OUT_SHARE * len(examples)))
+    train, check = examples[:-held_out], examples[-held_out:]
+    optimizer = torch.optim.Adam(scorer.parameters(), lr=LEARNING_RATE)
+
+    def held_out_kl() -> float:
+        with torch.no_grad():
+            return float(torch.stack([_kl(example, scorer) for example in check]).mean())
+
+    best = (held_out_kl(), {k: v.clone() for k, v in scorer.state_dict().items()}, 0)
+    initial = best[0]
+    for epoch in range(1, epochs + 1):
+        for i in torch.randperm(len(train), generator=generator).tolist():
+            loss = _kl(train[i], scorer)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        kl = held_out_kl()
+        if kl < best[0]:
+            best = (kl, {k: v.clone() for k, v in scorer.state_dict().items()}, epoch)
+    scorer.load_state_dict(best[1])
+    scorer.requires_grad_(False)
+    record = {
+        "requests": len(examples),
+        "held_out": held_out,
+        "held_out_kl_initial": round(initial, 4),
+        "held_out_kl": round(best[0], 4),
+        "best_epoch": best[2],
+        "epochs": epochs,
+    }
+    return scorer, record
