@@ -24,7 +24,6 @@ from slimvl.pipeline import Pipeline, Sparsifier
 from slimvl.quant import QuantPlan, build_quantized_skeleton, quantize_model
 from slimvl.sparsify import make_sparsifier
 from slimvl.sparsify.distill import (
-    RANK,
     SCORER_MODULE,
     TokenScorer,
     attention_examples,
@@ -110,20 +109,14 @@ def _apply_sparsification(
         examples = attention_examples(model, loaded.preprocessor, requests, config.score_layer)
         scorer, fit = fit_token_scorer(examples, query_dim, visual_dim, seed=config.seed)
         model.add_module(SCORER_MODULE, scorer)
-        plan = {
-            "scorer": "distilled",
-            "query_dim": query_dim,
-            "visual_dim": visual_dim,
-            "rank": RANK,
-            "fit": fit,
-        }
+        plan = {"scorer": "distilled", "sizes": scorer.sizes(), "fit": fit}
     special_ids = loaded.preprocessor.tokenizer.all_special_ids
     return Applied(sparsifier=make_sparsifier(model, config, special_ids), plan=plan)
 
 
 def _rebuild_sparsification(model: nn.Module, plan: dict) -> None:
     """An empty distilled scorer of the saved sizes, for the stored weights to fill."""
-    model.add_module(SCORER_MODULE, TokenScorer(plan["query_dim"], plan["visual_dim"], plan["rank"]))
+    model.add_module(SCORER_MODULE, TokenScorer(**plan["sizes"]))
 
 
 # Weights are pruned before they are quantized; runtime parts come last.

@@ -4,8 +4,9 @@ The attention scorer (`scorers.attention_scores`) ranks visual tokens well, but 
 before its `score_layer` must first run over every token. A score computed before the decoder lets the
 whole prefill run on the kept tokens. `TokenScorer` is a low-rank attention from the question's token
 embeddings (each beside the question's mean embedding) to the visual tokens (each beside its first
-DeepStack feature), fitted on calibration requests so that its distribution over the visual tokens
-reproduces the attention scorer's (KL divergence). It is part of the optimized model: it is saved with
+DeepStack feature, through a small residual MLP that stands in for what the layers before
+`score_layer` do to them), fitted on calibration requests so that its distribution over the visual
+tokens reproduces the attention scorer's (KL divergence). It is part of the optimized model: it is saved with
 the weights, as `SCORER_MODULE` of the model.
 """
 
@@ -27,6 +28,7 @@ from slimvl.sparsify.scorers import attention_scores, question_mask
 
 SCORER_MODULE = "slimvl_token_scorer"
 RANK = 32
+MLP_HIDDEN = 256
 EPOCHS = 40
 LEARNING_RATE = 1e-3
 HELD_OUT_SHARE = 0.1  # of the calibration requests, to pick the epoch whose scorer generalizes best
@@ -34,21 +36,39 @@ HELD_OUT_SHARE = 0.1  # of the calibration requests, to pick the epoch whose sco
 
 class TokenScorer(nn.Module):
     """Scores (one per visual token, summing to 1): the mean over question tokens of a softmax over
-    the visual tokens of (query features · `query`) · (visual features · `visual`)ᵀ / √rank."""
+    the visual tokens of (query features · `query`) · (v · `visual`)ᵀ / √rank, where v is the visual
+    features plus `expand`→GELU→`reduce` of them."""
 
-    def __init__(self, query_dim: int, visual_dim: int, rank: int = RANK) -> None:
+    def __init__(self, query_dim: int, visual_dim: int, rank: int = RANK, hidden: int = MLP_HIDDEN) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.empty(query_dim, rank))
         self.visual = nn.Parameter(torch.empty(visual_dim, rank))
+        self.expand = nn.Linear(visual_dim, hidden)
+        self.reduce = nn.Linear(hidden, visual_dim)
+
+    def sizes(self) -> dict[str, int]:
+        """The constructor's arguments: what an empty scorer for these weights is built with."""
+        query_dim, rank = self.query.shape
+        return {
+            "query_dim": query_dim,
+            "visual_dim": self.visual.shape[0],
+            "rank": rank,
+            "hidden": self.expand.out_features,
+        }
 
     def reset(self, generator: torch.Generator) -> None:
-        for weight in (self.query, self.visual):
-            with torch.no_grad():
+        """Random projections and an MLP that starts as the identity's residual: zero."""
+        with torch.no_grad():
+            for weight in (self.query, self.visual, self.expand.weight):
                 weight.copy_(torch.randn(weight.shape, generator=generator) / math.sqrt(weight.shape[0]))
+            for tensor in (self.expand.bias, self.reduce.weight, self.reduce.bias):
+                tensor.zero_()
 
     def forward(self, queries: torch.Tensor, visuals: torch.Tensor) -> torch.Tensor:
         rank = self.query.shape[1]
-        logits = (queries.float() @ self.query) @ (visuals.float() @ self.visual).T / math.sqrt(rank)
+        visuals = visuals.float()
+        visuals = visuals + self.reduce(nn.functional.gelu(self.expand(visuals)))
+        logits = (queries.float() @ self.query) @ (visuals @ self.visual).T / math.sqrt(rank)
         return logits.softmax(dim=-1).mean(dim=0)
 
     def score(self, seq: DecoderSequence, question: torch.Tensor) -> torch.Tensor:
