@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-scorers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,16 @@ bench: $(STAMP)
 	$(BIN)/slimvl bench builtin:2b-shape --recipe out/2b-int8 --recipe out/2b-int8-sparsify \
 		--peers hf-fp32,openvino-int8,openvino-int8-prune60,openvino-int8-f32,hf-bf16,torchao-int8 \
 		--json-out $(BENCH_OUT).json --md-out $(BENCH_OUT).md --plot $(BENCH_OUT).png
+
+bench-scorers: $(STAMP)
+	test -f out/2b-int8/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape --recipe int8 -o out/2b-int8
+	test -f out/2b-int8-sparsify/slimvl.json || \
+		$(BIN)/slimvl optimize builtin:2b-shape --recipe benchmarks/recipes/int8-sparsify.yaml -o out/2b-int8-sparsify
+	test -f out/2b-int8-sparsify-distilled/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape \
+		--recipe benchmarks/recipes/int8-sparsify-distilled.yaml -o out/2b-int8-sparsify-distilled
+	$(BIN)/slimvl bench builtin:2b-shape --recipe out/2b-int8 --recipe out/2b-int8-sparsify \
+		--recipe out/2b-int8-sparsify-distilled --runs 6 --json-out benchmarks/results/bench_2b_sparsify_scorers.json \
+		--md-out benchmarks/results/bench_2b_sparsify_scorers.md --plot benchmarks/results/bench_2b_sparsify_scorers.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -23,6 +23,8 @@ run int8_static_smoothquant --recipe benchmarks/recipes/int8-static-smoothquant.
 run int8_dynamic_full_range --recipe benchmarks/recipes/int8-dynamic-full-range.yaml --baseline none
 run int8_weight_only --recipe benchmarks/recipes/int8-weight-only.yaml --baseline none
 run sparsify_seed --recipe sparsify --baseline none
+# The same setting ranked before the decoder by the distilled scorer (fitted on 256 training requests).
+run sparsify_distilled --recipe benchmarks/recipes/sparsify-distilled.yaml --baseline none
 # The model's own record of its accuracy: test split and blind check, with the commands.
 python3 - "$OUT" src/slimvl/models/assets/tiny/eval.json "$N" <<'PY'
 import json, sys

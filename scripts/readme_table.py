@@ -2,6 +2,7 @@
 
 python scripts/readme_table.py bench benchmarks/results/bench_2b_peers.md     # a `slimvl bench --md-out` report
 python scripts/readme_table.py accuracy benchmarks/results/tiny              # `benchmarks/tiny_accuracy.sh` output
+python scripts/readme_table.py scorers benchmarks/results/bench_2b_sparsify_scorers.md   # a second bench report
 """
 
 import json
@@ -19,6 +20,7 @@ ACCURACY_ROWS = {
     "int8_dynamic_full_range": "int8, dynamic, 8-bit activations (VNNI CPUs only)",
     "int8_weight_only": "int8 weights only, bf16 activations",
     "sparsify_seed": "sparsification, seed setting (60%; preset sparsify: attention scorer)",
+    "sparsify_distilled": "sparsification, seed setting, distilled pre-decoder scorer",
 }
 
 
@@ -85,7 +87,7 @@ def accuracy_block(folder: str) -> str:
 
 
 def main(kind: str, source: str, readme: str = "README.md") -> None:
-    blocks = {"bench": bench_block, "accuracy": accuracy_block}
+    blocks = {"bench": bench_block, "accuracy": accuracy_block, "scorers": bench_block}
     if kind not in blocks:
         raise SystemExit(f"kind: got {kind!r}, allowed: {', '.join(blocks)}")
     _replace_block(readme, kind, source, blocks[kind](source))
@@ -93,5 +95,5 @@ def main(kind: str, source: str, readme: str = "README.md") -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
-        raise SystemExit("usage: python scripts/readme_table.py bench|accuracy SOURCE [README]")
+        raise SystemExit("usage: python scripts/readme_table.py bench|accuracy|scorers SOURCE [README]")
     main(*sys.argv[1:])
