@@ -1,7 +1,7 @@
 """Accuracy against visual tokens kept, for each way of keeping fewer: the curves of issue "sparsify".
 
 Every point answers the same questions (the first N of a split) as the unsparsified model, so each point
-carries its paired difference against it. The methods are the sparsifier's (text-guided and attention
+carries its paired difference against it. The methods are the sparsifier's (text-guided, attention and distilled
 top-k, random, spatial grid) and the user's obvious alternative: a lower image resolution that yields
 the same number of tokens.
 """
@@ -36,6 +36,7 @@ def default_methods(score_layer: int = 1) -> list[CurveMethod]:
     return [
         CurveMethod("text_guided", replace(base, scorer="text_guided")),
         CurveMethod("attention", replace(base, scorer="attention", score_layer=score_layer)),
+        CurveMethod("distilled", replace(base, scorer="distilled", score_layer=score_layer)),
         CurveMethod("random", replace(base, sparsity_method="random")),
         CurveMethod("grid", replace(base, sparsity_method="grid")),
         CurveMethod("lowres", None),
