@@ -93,17 +93,14 @@ def _rebuild_int8(model: nn.Module, plan: dict) -> None:
     build_quantized_skeleton(model, QuantPlan.from_dict(plan))
 
 
-def _needs_distilled_scorer(config: SparsificationConfig) -> bool:
-    return config.scorer == "distilled" and config.sparsity_method == "top_k" and config.sparsity_ratio > 0
-
-
 def _apply_sparsification(
     loaded: LoadedModel, config: SparsificationConfig, calibration: Calibration
 ) -> Applied:
     """The sparsifier; a distilled scorer is fitted first unless the model already carries one (an
     optimized directory's, rebuilt and loaded with the weights)."""
     model, plan = loaded.model, None
-    if _needs_distilled_scorer(config) and getattr(model, SCORER_MODULE, None) is None:
+    needs_fit = config.scorer == "distilled" and config.ranks_by_scorer
+    if needs_fit and getattr(model, SCORER_MODULE, None) is None:
         query_dim, visual_dim = scorer_dims(model.config)
         requests = Calibration(calibration.directory, config.calibration_samples).requests()
         examples = attention_examples(model, loaded.preprocessor, requests, config.score_layer)

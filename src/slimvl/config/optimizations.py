@@ -134,6 +134,11 @@ class SparsificationConfig(_ValidatedConfig):
         self._check_int("seed", 0)
         self._check_int("calibration_samples", 2)
 
+    @property
+    def ranks_by_scorer(self) -> bool:
+        """Whether `scorer` decides which tokens stay: top-k selection with a ratio above 0."""
+        return self.sparsity_method == "top_k" and self.sparsity_ratio > 0
+
     def tokens_to_keep(self, n_visual: int) -> int:
         """Number of the ``n_visual`` tokens of one image to keep.
 

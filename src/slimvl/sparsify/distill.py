@@ -23,8 +23,8 @@ from transformers import PretrainedConfig, Qwen3VLForConditionalGeneration
 from slimvl.models.decode import StaticKVCache
 from slimvl.models.preprocess import Preprocessor
 from slimvl.models.steps import DecoderSequence, build_sequence, encode_images
-from slimvl.sparsify.prefill import run_layers
-from slimvl.sparsify.scorers import attention_scores, question_mask
+from slimvl.sparsify.prefill import question_attention, run_layers
+from slimvl.sparsify.scorers import question_mask
 
 SCORER_MODULE = "slimvl_token_scorer"
 RANK = 32
@@ -115,10 +115,7 @@ def attention_example(
         cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
         hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, score_layer))
         question = question_mask(seq, special_ids)
-        position_embeddings = text.rotary_emb(hidden, seq.position_ids)
-        scores = attention_scores(
-            text.layers[score_layer], position_embeddings, hidden, question, seq.visual_mask[0]
-        ).float()
+        scores = question_attention(model, seq, hidden, question, score_layer).float()
         queries, visuals = scorer_features(seq, question)
     return Example(queries.float().clone(), visuals.float().clone(), scores / scores.sum())
 

@@ -49,6 +49,20 @@ def run_layers(
     return hidden
 
 
+def question_attention(
+    model: Qwen3VLForConditionalGeneration,
+    seq: DecoderSequence,
+    hidden: torch.Tensor,
+    question: torch.Tensor,
+    layer: int,
+) -> torch.Tensor:
+    """(Nv,) the attention scorer's scores in decoder `layer`, whose input `hidden` is (the layers
+    before it run by `run_layers`); `question` (L,) marks the question's rows."""
+    text = model.model.language_model
+    position_embeddings = text.rotary_emb(hidden, seq.position_ids)
+    return attention_scores(text.layers[layer], position_embeddings, hidden, question, seq.visual_mask[0])
+
+
 def prune_cache(cache: DynamicCache, keep_mask: torch.Tensor, layers: range) -> None:
     """Drop the sequence positions where `keep_mask` (L,) is False from the keys/values of `layers`
     (`BufferedLayer`s, compacted in their buffers)."""
@@ -84,9 +98,7 @@ def prefill_with_attention_pruning(
     visual = seq.visual_mask[0]
     scores = None
     if config.sparsity_method == "top_k":
-        position_embeddings = text.rotary_emb(hidden, seq.position_ids)
-        question = question_mask(seq, special_ids)
-        scores = attention_scores(text.layers[split], position_embeddings, hidden, question, visual)
+        scores = question_attention(model, seq, hidden, question_mask(seq, special_ids), split)
     keep_mask = torch.ones(seq.length, dtype=torch.bool)
     keep_mask[visual] = select_visual(config, seq.tokens_per_image, seq.position_ids[:, 0, visual], scores)
 

@@ -84,7 +84,7 @@ def make_sparsifier(
     (ratio 0 is the identity). `score_layer` is checked against the model's depth here; the distilled
     scorer must already be fitted onto the model (`SCORER_MODULE`, see `slimvl.sparsify.distill`).
     """
-    if config.sparsity_method != "top_k" or config.sparsity_ratio == 0:
+    if not config.ranks_by_scorer:
         return TokenSparsifier(config, special_ids)
     n_layers = model.config.text_config.num_hidden_layers
     if config.score_layer >= n_layers:
