@@ -57,9 +57,12 @@ def test_runs_are_interleaved_round_by_round(launch, tmp_path: Path) -> None:
     results = _results("ok", "ok", "ok")
     images = [tmp_path / f"{i}.png" for i in range(4)]  # warm-up + 3 runs
     order, notes = run_interleaved(results, launch, images, progress=lambda _: None, log_dir=tmp_path)
+    # each round starts one row further: no row always runs first
     assert [(o["row"], o["run"]) for o in order] == [
-        (row, run) for run in (1, 2, 3) for row in ("row0", "row1", "row2")
-    ]
+        ("row0", 1), ("row1", 1), ("row2", 1),
+        ("row1", 2), ("row2", 2), ("row0", 2),
+        ("row2", 3), ("row0", 3), ("row1", 3),
+    ]  # fmt: skip
     assert [o["seq"] for o in order] == list(range(9))
     for result in results:
         assert result.status == "ok" and result.error is None
@@ -99,7 +102,7 @@ def test_failing_workers_are_reported_and_the_others_go_on(launch, tmp_path: Pat
     assert crash_at_run.status == "failed" and [r["run"] for r in crash_at_run.runs] == [1]
     assert "code 137" in crash_at_run.error and "out of memory" in crash_at_run.error
     assert [(o["row"], o["run"]) for o in order] == [
-        ("row0", 1), ("row3", 1), ("row0", 2), ("row3", 2), ("row0", 3)
+        ("row0", 1), ("row3", 1), ("row3", 2), ("row0", 2), ("row0", 3)
     ]  # fmt: skip
     assert any("row1: failed" in m for m in messages)
 
@@ -127,7 +130,7 @@ def test_rows_that_do_not_fit_beside_the_others_run_in_a_later_wave(launch, tmp_
         available=available,
     )  # fmt: skip
     assert [(o["row"], o["run"]) for o in order] == [
-        ("row0", 1), ("row2", 1), ("row0", 2), ("row2", 2), ("row1", 1), ("row1", 2)
+        ("row0", 1), ("row2", 1), ("row2", 2), ("row0", 2), ("row1", 1), ("row1", 2)
     ]  # fmt: skip
     assert all(result.status == "ok" and len(result.runs) == 2 for result in results)
     assert notes[0].startswith("wave 1: row0, row2 resident together")

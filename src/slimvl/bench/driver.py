@@ -160,7 +160,8 @@ def run_interleaved(
     Workers stay resident together as long as memory allows: a row whose estimated peak (`need`) does
     not fit in the memory still available beside the running workers waits for a later wave, which
     starts once the current wave's runs are done and its workers have exited. Runs interleave within a
-    wave; the notes say which rows shared one.
+    wave, each round starting one row further (A1 B1 C1, B2 C2 A2, C3 A3 B3, ...), so that a row's place
+    in the round does not bias the ratios between rows; the notes say which rows shared one.
 
     `before_round` runs before each round; what it returns is added to every run record of the round
     (the harness samples the read bandwidth there, so each run is compared with one measured beside it).
@@ -199,6 +200,15 @@ def run_interleaved(
     return order, notes
 
 
+def rotated(rows: Sequence[RowResult], shift: int) -> list[RowResult]:
+    """`rows` starting at `shift` (mod their number): round k starts with the k-th row, so no row always
+    runs first after the round's bandwidth sample or always right after the same neighbour."""
+    if not rows:
+        return []
+    shift %= len(rows)
+    return [*rows[shift:], *rows[:shift]]
+
+
 def _run_rounds(
     results: Sequence[RowResult],
     workers: dict[str, WorkerProcess],
@@ -208,11 +218,12 @@ def _run_rounds(
     before_round: Callable[[], dict[str, Any]],
     wave: int,
 ) -> None:
+    wave_rows = [result for result in results if result.spec.name in workers]
     for run in range(1, len(images)):
         round_info = before_round() if workers else {}
-        for result in results:
+        for result in rotated(wave_rows, run - 1):
             name = result.spec.name
-            if result.status != "ok" or name not in workers:
+            if result.status != "ok":
                 continue
             seq = len(order)
             order.append({"seq": seq, "row": name, "run": run})
