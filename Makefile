@@ -41,7 +41,7 @@ bench-scorers: $(STAMP)
 	test -f out/2b-int8-sparsify-distilled/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape \
 		--recipe benchmarks/recipes/int8-sparsify-distilled.yaml -o out/2b-int8-sparsify-distilled
 	$(BIN)/slimvl bench builtin:2b-shape --recipe out/2b-int8 --recipe out/2b-int8-sparsify \
-		--recipe out/2b-int8-sparsify-distilled --runs 6 --json-out benchmarks/results/bench_2b_sparsify_scorers.json \
+		--recipe out/2b-int8-sparsify-distilled --runs 9 --json-out benchmarks/results/bench_2b_sparsify_scorers.json \
 		--md-out benchmarks/results/bench_2b_sparsify_scorers.md --plot benchmarks/results/bench_2b_sparsify_scorers.png
 
 lint: $(STAMP)
