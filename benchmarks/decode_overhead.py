@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from slimvl.atomic import write_text_atomic
 from slimvl.models.decode import LeanDecoder, StaticKVCache
 from slimvl.models.loader import load_model
 from slimvl.models.preprocess import ModelInputs
@@ -98,10 +97,7 @@ def main() -> None:
     name = Path(args.model.split(":")[-1]).name
     suffix = "_lean" if args.loop == "lean" else ""
     out = Path(args.out or f"benchmarks/results/decode_overhead_{name}_{args.dtype}{suffix}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(record, tmp, indent=2)
-    os.replace(tmp.name, out)
+    write_text_atomic(out, json.dumps(record, indent=2))
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=2))
 
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 import slimvl
+from slimvl.atomic import write_text_atomic
 from slimvl.bench.scenario import QUESTION
 from slimvl.data import make_example
 from slimvl.models.decode import StaticKVCache
@@ -135,11 +133,7 @@ def main() -> None:
         "attention_split_parts_ms": {key: summary([p[key] for p in parts]) for key in parts[0]},
         "machine": machine_info(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(record, tmp, indent=2)
-    os.replace(tmp.name, out)
+    write_text_atomic(args.out, json.dumps(record, indent=2))
     print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=2))
 
 
