@@ -2,14 +2,12 @@
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 import slimvl
-from slimvl.config import resolve_recipe
 from slimvl.errors import ModelLoadError
 from slimvl.models.steps import build_sequence, encode_images, prefill
 from slimvl.models.weights import weight_bytes
@@ -54,19 +52,6 @@ def test_a_recipe_that_keeps_the_weights_round_trips_with_the_tied_head(
     model = reloaded.loaded.model
     assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # one table
     in_memory = slimvl.load(str(small_checkpoint), "sparsify")
-    a = in_memory.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
-    b = reloaded.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
-    assert a.token_ids == b.token_ids
-
-
-def test_the_kv_cache_dtype_of_the_recipe_comes_back_with_the_directory(
-    small_checkpoint: Path, tmp_path: Path, square_image
-) -> None:
-    recipe = replace(resolve_recipe("int8"), int8=replace(resolve_recipe("int8").int8, kv_cache_dtype="fp16"))
-    assert slimvl.load(str(small_checkpoint), "int8").pipeline.kv_cache_dtype is None  # default: the model's
-    in_memory = slimvl.load(str(small_checkpoint), recipe)
-    reloaded = slimvl.load(str(slimvl.optimize(str(small_checkpoint), recipe, tmp_path / "kv16")))
-    assert in_memory.pipeline.kv_cache_dtype == reloaded.pipeline.kv_cache_dtype == torch.float16
     a = in_memory.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
     b = reloaded.generate([square_image], "What color?", max_new_tokens=6, ignore_eos=True)
     assert a.token_ids == b.token_ids

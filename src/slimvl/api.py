@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from accelerate import init_empty_weights
 from PIL import Image
 from torch import nn
@@ -14,7 +13,7 @@ from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from slimvl.config import Recipe, resolve_recipe
 from slimvl.errors import ModelLoadError
 from slimvl.memory import fix_mmap_threshold, release_free_memory
-from slimvl.models.loader import DTYPES, LoadedModel, load_model, read_checkpoint_config
+from slimvl.models.loader import LoadedModel, load_model, read_checkpoint_config
 from slimvl.models.preprocess import Preprocessor, load_image
 from slimvl.optimizations import (
     Calibration,
@@ -88,8 +87,7 @@ def load(
         check_built(resolved)
         loaded = load_model(str(model_ref), dtype=dtype)
         sparsifier, plans = apply_recipe(loaded, resolved, calibration or Calibration())
-        pipeline = Pipeline(loaded, sparsifier, threads, kv_cache_dtype(resolved))
-        return SlimModel(loaded, resolved, pipeline, plans)
+        return SlimModel(loaded, resolved, Pipeline(loaded, sparsifier=sparsifier, threads=threads), plans)
     finally:
         fix_mmap_threshold(RUN_MMAP_THRESHOLD, RUN_TRIM_THRESHOLD)
 
@@ -154,15 +152,9 @@ def _load_optimized(path: Path, threads: int | None) -> SlimModel:
     model.eval()
     loaded = LoadedModel(model, Preprocessor.from_pretrained(path), str(path), path)
     sparsifier = runtime_sparsifier(loaded, recipe)
-    pipeline = Pipeline(loaded, sparsifier, threads, kv_cache_dtype(recipe))
-    return SlimModel(loaded, recipe, pipeline, manifest["plans"])
-
-
-def kv_cache_dtype(recipe: Recipe) -> torch.dtype | None:
-    """The KV cache's storage dtype the recipe asks for; None: the model's own."""
-    if recipe.int8 is None or recipe.int8.kv_cache_dtype == "auto":
-        return None
-    return DTYPES[recipe.int8.kv_cache_dtype]
+    return SlimModel(
+        loaded, recipe, Pipeline(loaded, sparsifier=sparsifier, threads=threads), manifest["plans"]
+    )
 
 
 def generate(

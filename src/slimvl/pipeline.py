@@ -38,16 +38,8 @@ class Answer:
 class Pipeline:
     """Answers questions about images with one loaded (and possibly optimized) model."""
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        sparsifier: Sparsifier | None = None,
-        threads: int | None = None,
-        kv_cache_dtype: torch.dtype | None = None,
-    ):
-        """`kv_cache_dtype`: how the KV cache stores keys and values (default: the model's dtype)."""
+    def __init__(self, loaded: LoadedModel, sparsifier: Sparsifier | None = None, threads: int | None = None):
         self.loaded = loaded
-        self.kv_cache_dtype = kv_cache_dtype
         self.model = loaded.model
         self.preprocessor = loaded.preprocessor
         self.sparsifier = sparsifier
@@ -87,9 +79,7 @@ class Pipeline:
             with monitor.stage("prefill"):
                 # The prefill writes keys/values straight into the decode loop's cache.
                 kv_cache = StaticKVCache.allocate(
-                    self.model.config.text_config,
-                    seq.length + max_new_tokens,
-                    self.kv_cache_dtype or seq.inputs_embeds.dtype,
+                    self.model.config.text_config, seq.length + max_new_tokens, seq.inputs_embeds.dtype
                 )
                 cache = kv_cache.prefill_cache()
                 pruning_prefill = getattr(self.sparsifier, "prefill", None) if visual is not None else None

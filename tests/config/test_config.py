@@ -45,7 +45,6 @@ def test_seed_snippet_runs():
         (INT8QuantizationConfig, {"quantization_mode": "fancy"}, "quantization_mode", "fancy"),
         (INT8QuantizationConfig, {"weight_bits": 4}, "weight_bits", "4"),
         (INT8QuantizationConfig, {"activation_bits": 12}, "activation_bits", "12"),
-        (INT8QuantizationConfig, {"kv_cache_dtype": "int4"}, "kv_cache_dtype", "int4"),
         (INT8QuantizationConfig, {"activation_bits": 8.0}, "activation_bits", "8.0"),
         (
             INT8QuantizationConfig,

@@ -54,9 +54,6 @@ class INT8QuantizationConfig(_ValidatedConfig):
     ``activation_bits`` of 16 or 32 makes sense; ``static`` and ``dynamic`` quantize
     activations to 8 bits (static from ``calibration_samples`` inputs, dynamic per batch).
     ``smoothquant_alpha`` enables SmoothQuant activation-to-weight scale migration.
-    ``kv_cache_dtype`` is how the decoder's KV cache stores keys and values: ``"auto"`` in the model's
-    dtype (exact), ``"fp16"``/``"bf16"`` rounded to 16 bits (half the cache's memory and of the bytes
-    each decode step reads from it; attention still runs in the model's dtype).
     """
 
     quantization_mode: str = "dynamic"
@@ -69,10 +66,8 @@ class INT8QuantizationConfig(_ValidatedConfig):
     smoothquant_alpha: float | None = None
     calibration_samples: int = 32
     reduce_range: bool = True
-    kv_cache_dtype: str = "auto"
 
     QUANTIZATION_MODES: ClassVar[tuple[str, ...]] = ("static", "dynamic", "weight_only")
-    KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = ("auto", "fp32", "fp16", "bf16")
 
     def __post_init__(self) -> None:
         self._check_choice("quantization_mode", self.QUANTIZATION_MODES)
@@ -94,7 +89,6 @@ class INT8QuantizationConfig(_ValidatedConfig):
         if self.smoothquant_alpha is not None:
             self._check_number("smoothquant_alpha", "None or a number in [0, 1]", lambda v: 0 <= v <= 1)
         self._check_int("calibration_samples", 1)
-        self._check_choice("kv_cache_dtype", self.KV_CACHE_DTYPES)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,6 @@ class BufferedLayer(DynamicLayer):
     transformers' attention appends to it as to any `DynamicLayer`, but into the buffers instead of a
     fresh concatenation, so a prefill leaves no cache tensors scattered between its freed activations
     (at 2B the heap grew ~5 MB per decoder layer around them) and decoding reads the same buffers.
-
-    Buffers of a narrower dtype than the attention's (an fp16 cache of an fp32 model) store rounded
-    keys/values; the attention that wrote them still gets its own exact ones on a first write (the
-    prefill), and an upcast copy of the cache on later writes.
     """
 
     def __init__(self, keys_buffer: torch.Tensor, values_buffer: torch.Tensor) -> None:
@@ -49,11 +45,7 @@ class BufferedLayer(DynamicLayer):
         self.keys_buffer[:, :, start:end].copy_(key_states)
         self.values_buffer[:, :, start:end].copy_(value_states)
         self.keys, self.values = self.keys_buffer[:, :, :end], self.values_buffer[:, :, :end]
-        if self.keys.dtype == key_states.dtype:
-            return self.keys, self.values
-        if start == 0:
-            return key_states, value_states
-        return self.keys.to(key_states.dtype), self.values.to(value_states.dtype)
+        return self.keys, self.values
 
     def keep(self, keep_mask: torch.Tensor) -> None:
         """Keep only the positions where `keep_mask` (length,) is True, moved to the front in order."""
@@ -144,9 +136,7 @@ class LeanDecoder:
     op): the logits are identical. In bf16 and fp16 transformers' grouped-query SDPA kernel is several
     times slower than passing the query heads that share a key/value head as that head's queries, so this
     runs the latter, whose attention output differs from the former's by one rounding step in the last
-    bit now and then. A cache stored narrower than the model computes (fp16 keys/values of an fp32 model)
-    is read back upcast, one layer at a time: half the cache's bytes cross the memory bus, and the
-    attention runs in the model's dtype on the rounded keys/values.
+    bit now and then.
     """
 
     def __init__(self, model: Qwen3VLForConditionalGeneration) -> None:
@@ -164,11 +154,10 @@ class LeanDecoder:
         if n >= cache.capacity:
             raise ValueError(f"cache is full: {cache.capacity} positions")
         text, head_dim = self.text, self.head_dim
+        gqa = cache.keys[0].dtype == torch.float32
+        query_shape = (1, -1, 1 if gqa else self.groups, head_dim)
         ids = token.view(1, 1) if isinstance(token, torch.Tensor) else torch.tensor([[token]])
         hidden = text.embed_tokens(ids)
-        upcast = cache.keys[0].dtype != hidden.dtype
-        gqa = hidden.dtype == torch.float32
-        query_shape = (1, -1, 1 if gqa else self.groups, head_dim)
         cos, sin = text.rotary_emb(hidden, torch.full((3, 1, 1), position))
         # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated), exactly.
         half = head_dim // 2
@@ -181,11 +170,12 @@ class LeanDecoder:
             q = q * cos + torch.roll(q, half, -1) * sin
             torch.add(k * cos, torch.roll(k, half, -1) * sin, out=keys.narrow(2, n, 1))
             values.narrow(2, n, 1).copy_(attn.v_proj(x).view(1, -1, 1, head_dim))
-            cached_keys, cached_values = keys.narrow(2, 0, n + 1), values.narrow(2, 0, n + 1)
-            if upcast:
-                cached_keys, cached_values = cached_keys.to(q.dtype), cached_values.to(q.dtype)
             out = F.scaled_dot_product_attention(
-                q.view(query_shape), cached_keys, cached_values, scale=attn.scaling, enable_gqa=gqa
+                q.view(query_shape),
+                keys.narrow(2, 0, n + 1),
+                values.narrow(2, 0, n + 1),
+                scale=attn.scaling,
+                enable_gqa=gqa,
             )
             hidden = hidden + attn.o_proj(out.view(1, 1, -1))
             hidden = hidden + layer.mlp(_rms_norm(layer.post_attention_layernorm, hidden))
