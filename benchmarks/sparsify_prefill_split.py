@@ -32,7 +32,7 @@ from slimvl.models.steps import build_sequence, encode_images, prefill
 from slimvl.monitor import machine_info
 from slimvl.sparsify.prefill import prune_cache, question_attention, run_layers
 from slimvl.sparsify.scorers import question_mask
-from slimvl.sparsify.select import select_visual
+from slimvl.sparsify.select import sequence_keep_mask
 from slimvl.sparsify.sparsifier import AttentionSparsifier, TokenSparsifier
 
 MODES = ("full", "attention", "distilled")
@@ -54,9 +54,7 @@ def split_parts_ms(model, seq, config, special_ids) -> dict[str, float]:
     scores = question_attention(model, seq, hidden, question_mask(seq, special_ids), split)
     parts["question_attention"] = _ms(start)
     start = time.perf_counter()
-    keep = torch.ones(seq.length, dtype=torch.bool)
-    visual = seq.visual_mask[0]
-    keep[visual] = select_visual(config, seq.tokens_per_image, seq.position_ids[:, 0, visual], scores)
+    keep = sequence_keep_mask(config, seq, scores)
     kept = seq.keep(keep)
     prune_cache(cache, keep, range(0, split))
     parts["select_and_prune"] = _ms(start)

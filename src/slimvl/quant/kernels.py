@@ -15,8 +15,9 @@ scales (N,). Given an ``ActQuant`` the activations are uint8 per tensor, whateve
 The two weight-only kernels quantize and dequantize the activations first when given an ``ActQuant``,
 so a module computes the same W8A8 function whichever kernel the machine picked, up to rounding:
 ``int8pack_bf16`` rounds the dequantized activations and its output to bf16 (8 significant bits), which
-changes a few of builtin:tiny's 1000 test answers when it wins some layers' timing (0.3 points seen). ``torch._int_mm`` is
-deliberately absent: on a CPU without VNNI it is a naive scalar loop. ``select.py`` measures and picks.
+changes a few of builtin:tiny's 1000 test answers when it wins some layers' timing (0.3 points seen).
+``torch._int_mm`` is deliberately absent: on a CPU without VNNI it is a naive scalar loop. ``select.py``
+measures and picks.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from slimvl.config import SparsificationConfig
 from slimvl.models.decode import StaticKVCache
 from slimvl.models.steps import DecoderSequence
 from slimvl.sparsify.scorers import attention_scores, question_mask
-from slimvl.sparsify.select import select_visual
+from slimvl.sparsify.select import sequence_keep_mask
 
 
 def run_layers(
@@ -95,12 +95,10 @@ def prefill_with_attention_pruning(
         cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
     hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, split))
 
-    visual = seq.visual_mask[0]
     scores = None
     if config.sparsity_method == "top_k":
         scores = question_attention(model, seq, hidden, question_mask(seq, special_ids), split)
-    keep_mask = torch.ones(seq.length, dtype=torch.bool)
-    keep_mask[visual] = select_visual(config, seq.tokens_per_image, seq.position_ids[:, 0, visual], scores)
+    keep_mask = sequence_keep_mask(config, seq, scores)
 
     kept = seq.keep(keep_mask)
     prune_cache(cache, keep_mask, range(0, split))

@@ -1,4 +1,5 @@
-"""Which visual tokens survive: pure selection over one image's tokens, and its per-image dispatch.
+"""Which visual tokens survive: pure selection over one image's tokens, its per-image dispatch, and the
+keep mask of a whole sequence.
 
 Every function returns a boolean keep mask over the image's tokens in their original (raster) order;
 the kept tokens are never reordered.
@@ -11,6 +12,7 @@ import math
 import torch
 
 from slimvl.config import SparsificationConfig
+from slimvl.models.steps import DecoderSequence
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -103,3 +105,13 @@ def select_visual(
             masks.append(grid_mask(image_coords(visual_positions[:, start : start + n]), k))
         start += n
     return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
+
+
+def sequence_keep_mask(
+    config: SparsificationConfig, seq: DecoderSequence, scores: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Keep mask (L,) over `seq`: every text position, and the visual tokens `select_visual` keeps."""
+    visual = seq.visual_mask[0]
+    mask = torch.ones(seq.length, dtype=torch.bool)
+    mask[visual] = select_visual(config, seq.tokens_per_image, seq.position_ids[:, 0, visual], scores)
+    return mask

@@ -17,7 +17,7 @@ from slimvl.models.steps import DecoderSequence
 from slimvl.sparsify.distill import SCORER_MODULE
 from slimvl.sparsify.prefill import prefill_with_attention_pruning
 from slimvl.sparsify.scorers import question_mask, text_guided_scores
-from slimvl.sparsify.select import select_visual
+from slimvl.sparsify.select import sequence_keep_mask
 
 # (sequence, question mask) -> one score per visual token, higher = keep
 PreDecoderScorer = Callable[[DecoderSequence, torch.Tensor], torch.Tensor]
@@ -39,15 +39,10 @@ class TokenSparsifier:
 
     def keep_mask(self, seq: DecoderSequence) -> torch.Tensor:
         """(L,) mask of the positions to keep: all text, and the selected visual tokens."""
-        visual = seq.visual_mask[0]
         scores = None
         if self.config.sparsity_method == "top_k":
             scores = self.scorer(seq, question_mask(seq, self.special_ids))
-        mask = torch.ones(seq.length, dtype=torch.bool)
-        mask[visual] = select_visual(
-            self.config, seq.tokens_per_image, seq.position_ids[:, 0, visual], scores
-        )
-        return mask
+        return sequence_keep_mask(self.config, seq, scores)
 
     def __call__(self, seq: DecoderSequence) -> DecoderSequence:
         if self.config.sparsity_ratio == 0 or not bool(seq.visual_mask.any()):
