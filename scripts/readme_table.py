@@ -18,7 +18,7 @@ ACCURACY_ROWS = {
     "int8_static": "int8, static calibrated activations",
     "int8_static_smoothquant": "int8, static + SmoothQuant (alpha 0.5)",
     "int8_dynamic_full_range": "int8, dynamic, 8-bit activations (VNNI CPUs only)",
-    "int8_weight_only": "int8 weights only, bf16 activations",
+    "int8_weight_only": "int8 weights only, activations bf16 or fp32 (activation_bits 16)",
     "sparsify_seed": "sparsification, seed setting (60%; preset sparsify: attention scorer)",
     "sparsify_distilled": "sparsification, seed setting, distilled pre-decoder scorer",
 }

@@ -63,7 +63,7 @@ def test_a_recipe_that_keeps_the_weights_round_trips_with_the_tied_head(
 def test_a_head_with_its_own_packed_copy_leaves_the_table_in_the_file(
     small_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, square_image, kernel: str
 ) -> None:
-    monkeypatch.setattr(apply, "_select_tied_head", lambda *_args: ("dynamic", kernel))
+    monkeypatch.setattr(apply, "_select_head", lambda *_args: ("dynamic", kernel))
     out = slimvl.optimize(str(small_checkpoint), "int8", tmp_path / "int8")
     in_memory = slimvl.load(str(small_checkpoint), "int8")
     reloaded = slimvl.load(str(out))

@@ -12,14 +12,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from slimvl.quant import kernels as kernels_module
 from slimvl.quant import select as select_module
 from slimvl.quant.int8_math import int8_matmul_reference, quantize_weight_per_channel, sqnr_db, static_qparams
-from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, per_token, usable_kernels
+from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, computes, per_token, usable_kernels
 from slimvl.quant.linear import Int8Linear
 from slimvl.quant.select import select_kernel
 
 INTEGER_KERNELS = ("fbgemm_dynamic", "onednn_w8a8")  # int32 accumulation: must be exact
 STEP = 2.0**-5  # activation scale of the grid inputs: x / STEP is an exact integer code
+# (kernel, how its activations come): W8A8 kernels with dynamic and static scales; weight-only kernels
+# with the float grid inputs themselves (exact in bf16 too: at most 8 significant bits)
+KERNEL_MODES = [
+    (n, m)
+    for n, k in KERNELS.items()
+    for m in ("weight_only", "dynamic", "static")
+    if (k.weight_only if m == "weight_only" else computes(k, ActQuant(127)))
+]
 
 
 def require(name: str) -> LinearKernel:
@@ -56,19 +65,22 @@ def grid_case(zp: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch
     return (codes - zp).float() * STEP, codes, wq, w_scale
 
 
-@pytest.mark.parametrize("name", list(KERNELS))
-@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
-def test_kernel_matches_the_integer_reference(name: str, static: bool) -> None:
+def grid_act(mode: str, zero_point: int) -> ActQuant | None:
+    """How ``mode`` quantizes grid inputs (scale STEP): static with the grid's own scale."""
+    return {"weight_only": None, "dynamic": ActQuant(127), "static": ActQuant(127, STEP, zero_point)}[mode]
+
+
+@pytest.mark.parametrize(("name", "mode"), KERNEL_MODES)
+def test_kernel_matches_the_integer_reference(name: str, mode: str) -> None:
     kernel = require(name)
     x, codes, wq, w_scale = grid_case(zp=37)
-    act = ActQuant(127, STEP, 37) if static else ActQuant(127)
+    act = grid_act(mode, 37)
     y = kernel.run(kernel.prepare(wq, w_scale), x, act)
     assert_matches_reference(name, y, int8_matmul_reference(codes, STEP, 37, wq, w_scale), w_scale)
 
 
-@pytest.mark.parametrize("name", list(KERNELS))
-@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
-def test_reduce_range_is_exact_on_inputs_that_overflow_vpmaddubsw(name: str, static: bool) -> None:
+@pytest.mark.parametrize(("name", "mode"), KERNEL_MODES)
+def test_reduce_range_is_exact_on_inputs_that_overflow_vpmaddubsw(name: str, mode: str) -> None:
     """Activations all at the max code and weights all ±127: a u8×s8 pair sum of 2·255·127 would
     saturate int16 on AVX2 without VNNI; the 7-bit range keeps it at 2·127·127 (see test_quant_math)."""
     kernel = require(name)
@@ -78,10 +90,46 @@ def test_reduce_range_is_exact_on_inputs_that_overflow_vpmaddubsw(name: str, sta
     wq[3] = torch.where(torch.rand(256) < 0.5, -127, 127).to(torch.int8)
     w_scale = torch.tensor([0.01, 0.02, 0.03, 0.04])
     x = torch.full((3, 256), 127 * STEP)
-    act = ActQuant(127, STEP, 0) if static else ActQuant(127)
+    act = grid_act(mode, 0)
     y = kernel.run(kernel.prepare(wq, w_scale), x, act)
     ref = int8_matmul_reference(torch.full((3, 256), 127), STEP, 0, wq, w_scale)
     assert_matches_reference(name, y, ref, w_scale)
+
+
+@pytest.mark.parametrize("aten", [True, False], ids=["aten_quantizer", "int8_math"])
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_activation_codes_are_the_grid_codes(monkeypatch: pytest.MonkeyPatch, aten: bool, mode: str) -> None:
+    if not aten:
+        monkeypatch.setattr(kernels_module, "_aten_quantizer_available", lambda: False)
+    elif not kernels_module._aten_quantizer_available():
+        pytest.skip("this PyTorch has no quantizer of its own")
+    x, codes, _, _ = grid_case(zp=37)
+    xq, scale, zero_point = grid_act(mode, 37).quantize(x)
+    assert xq.dtype == torch.uint8 and torch.equal(xq.long(), codes)
+    assert (scale, zero_point) == (STEP, 37)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_w8a8_kernels_multiply_the_same_codes(mode: str) -> None:
+    """Whichever W8A8 kernel a layer gets (a timing race decides), it computes the same outputs up to
+    fp32 rounding. Rows scaled to absmax 1, as per-token dynamic quantization feeds them, put the zero
+    point on a rounding tie (63.5), where two quantization rules would part: fbgemm and the others
+    differed there by 1.7% of the output before they shared one quantizer."""
+    names = [n for n, k in KERNELS.items() if computes(k, ActQuant(127)) and k.available()]
+    if len(names) < 2:
+        pytest.skip("one W8A8 kernel only")
+    gen = torch.Generator().manual_seed(3)
+    q, w_scale = quantize_weight_per_channel(torch.randn(96, 192, generator=gen) * 0.05)
+    states = {n: KERNELS[n].prepare(q, w_scale) for n in names}
+    for rows in (1, 7, 64):
+        x = torch.randn(rows, 192, generator=gen)
+        x[:, :3] *= 20
+        x = x / x.abs().amax(dim=1, keepdim=True)
+        act = ActQuant(127) if mode == "dynamic" else ActQuant(127, 1.4 / 127, 64)
+        outs = {n: KERNELS[n].run(states[n], x, act) for n in names}
+        first = outs[names[0]]
+        for name, y in outs.items():
+            assert float((y - first).abs().max()) <= 1e-5 * float(first.abs().max()), (name, rows)
 
 
 _AVX2_SCRIPT = """
@@ -114,15 +162,7 @@ def test_onednn_on_avx2_saturates_at_full_range_and_is_exact_with_reduce_range()
     assert steps_off[255] > 1000  # the naive full range really saturates here: why reduce_range exists
 
 
-@pytest.mark.parametrize(
-    ("name", "mode"),
-    [
-        (n, m)
-        for n, k in KERNELS.items()
-        for m in ("weight_only", "dynamic", "static")
-        if k.weight_only or m != "weight_only"
-    ],
-)
+@pytest.mark.parametrize(("name", "mode"), KERNEL_MODES)
 def test_kernel_sqnr_against_fp32(name: str, mode: str) -> None:
     kernel = require(name)
     gen = torch.Generator().manual_seed(1)
@@ -171,8 +211,8 @@ def test_selection_rule_first_batch_size_decides_next_breaks_ties(monkeypatch: p
     fake = {
         "fbgemm_dynamic": (1.00, 9.0),
         "onednn_w8a8": (1.04, 3.0),
-        "int8pack_bf16": (1.5, 1.0),
-        "dequant": (3, 9),
+        "int8pack_bf16": (0.5, 0.5),  # fastest everywhere, but never a W8A8 layer's kernel
+        "dequant": (3.0, 2.0),
     }
     monkeypatch.setattr(select_module, "time_kernel", lambda k, s, x, a, r: fake[k.name][x.shape[0] > 1])
     monkeypatch.setattr(select_module, "_CACHE", {})
@@ -181,7 +221,9 @@ def test_selection_rule_first_batch_size_decides_next_breaks_ties(monkeypatch: p
         stub = dataclasses.replace(KERNELS[name], available=lambda: True, prepare=lambda q, s: None)
         monkeypatch.setitem(KERNELS, name, stub)
     assert select_kernel((32, 64), ActQuant(127), names, batch_sizes=(1, 256)).name == "onednn_w8a8"
-    assert select_kernel((32, 64), ActQuant(127), names, batch_sizes=(256,)).name == "int8pack_bf16"
+    assert select_kernel((32, 64), ActQuant(127), names, batch_sizes=(256,)).name == "dequant"
+    assert select_kernel((32, 64), None, names, batch_sizes=(256,)).name == "int8pack_bf16"
+    assert select_kernel((32, 64), None, names, batch_sizes=(256,), float_bits=32).name == "dequant"
 
 
 def test_int8pack_gets_aligned_activations() -> None:

@@ -32,6 +32,7 @@ from slimvl.quant import (
     load_quantized_state_dict,
     quantize_model,
 )
+from slimvl.quant import select as select_module
 from slimvl.quant.int8_math import sqnr_db
 
 ATTENTION = "model.language_model.layers.0.self_attn.q_proj"
@@ -84,16 +85,46 @@ def test_embeddings_switch_and_tied_head(small_model: LoadedModel) -> None:
     assert off.lm_head.weight is off.model.language_model.embed_tokens.weight
 
 
-def test_untied_head_becomes_a_weight_only_linear() -> None:
+@pytest.mark.parametrize("mode", ["dynamic", "weight_only"])
+def test_untied_head_becomes_an_int8_linear_of_the_recipes_numerics(mode: str) -> None:
     raw = small_config_dict(vocab_size=512, text_layers=1, vision_depth=1, deepstack=(0,))
     raw["tie_word_embeddings"] = raw["text_config"]["tie_word_embeddings"] = False
     model = random_model(config_from_dict(raw), torch.float32)
     head = copy.deepcopy(model.lm_head)
-    plan = quantize_model(model, INT8QuantizationConfig())
-    assert isinstance(model.lm_head, Int8Linear) and model.lm_head.mode == "weight_only"
-    assert plan.modules["lm_head"].kind == "linear"
+    plan = quantize_model(model, INT8QuantizationConfig(quantization_mode=mode, activation_bits=8))
+    assert isinstance(model.lm_head, Int8Linear) and plan.modules["lm_head"].kind == "linear"
+    assert model.lm_head.mode == plan.modules["lm_head"].mode
+    assert model.lm_head.kernel != "int8pack_bf16" or mode == "weight_only"
+    if mode == "weight_only":
+        assert model.lm_head.mode == "weight_only"
     x = torch.randn(3, head.in_features)
     assert sqnr_db(head(x).detach(), model.lm_head(x)) >= 30
+
+
+@pytest.mark.parametrize(
+    ("mode", "bits", "allowed"),
+    [
+        ("dynamic", 8, {"fbgemm_dynamic", "onednn_w8a8", "dequant"}),
+        ("weight_only", 16, {"int8pack_bf16", "dequant"}),
+        ("weight_only", 32, {"dequant"}),
+    ],
+)
+def test_kernels_compute_the_recipes_numerics(
+    small_model: LoadedModel, monkeypatch: pytest.MonkeyPatch, mode: str, bits: int, allowed: set[str]
+) -> None:
+    """Even where the bf16 kernel would win every timing, a W8A8 or fp32 recipe never gets it."""
+    monkeypatch.setattr(select_module, "_CACHE", {})
+    monkeypatch.setattr(
+        select_module, "time_kernel", lambda k, s, x, a, r: 0.1 if k.name == "int8pack_bf16" else 1.0
+    )
+    _, plan = quantized(small_model, quantization_mode=mode, activation_bits=bits)
+    used = {m.kernel for m in plan.modules.values() if m.kernel is not None}
+    assert used and used <= allowed
+    if bits == 16 and KERNELS["int8pack_bf16"].available():
+        assert "int8pack_bf16" in used
+    skeleton = empty_model(small_model)
+    applied = build_quantized_skeleton(skeleton, plan)
+    assert {m.kernel for m in applied.modules.values() if m.kernel is not None} == used
 
 
 def test_configuration_errors(small_model: LoadedModel, calibration_feed) -> None:

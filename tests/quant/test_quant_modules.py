@@ -138,6 +138,8 @@ def test_mode_and_kernel_validation(linear: nn.Linear) -> None:
     if "fbgemm_dynamic" in KERNELS:
         with pytest.raises(ValueError, match="weight-only"):
             Int8Linear.from_linear(linear, "weight_only", "fbgemm_dynamic")
+    with pytest.raises(ValueError, match="int8pack_bf16.*16 bits: not usable for W8A8"):
+        Int8Linear.from_linear(linear, "dynamic", "int8pack_bf16")
 
 
 @pytest.fixture(scope="module")

@@ -51,8 +51,10 @@ class INT8QuantizationConfig(_ValidatedConfig):
     """INT8 quantization of linear layers.
 
     ``weight_only`` keeps activations in floating point, which is the only mode where
-    ``activation_bits`` of 16 or 32 makes sense; ``static`` and ``dynamic`` quantize
-    activations to 8 bits (static from ``calibration_samples`` inputs, dynamic per batch).
+    ``activation_bits`` of 16 or 32 makes sense: 16 lets a layer's kernel round them to bf16 (where
+    that kernel is faster), 32 keeps them fp32; ``static`` and ``dynamic`` quantize activations to 8
+    bits (static from ``calibration_samples`` inputs, dynamic per batch) and only kernels that compute
+    exactly that get chosen (see ``slimvl.quant.kernels``).
     ``smoothquant_alpha`` enables SmoothQuant activation-to-weight scale migration.
     """
 

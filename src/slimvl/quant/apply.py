@@ -41,11 +41,13 @@ def quantize_model(
     norms) or into ``up_proj`` for ``down_proj``, at no run-time cost; other linears divide their input
     at run time. The tied ``lm_head`` reads the int8 embedding table weight-only, or (unless ``mode`` is
     weight-only) packs its own copy for a W8A8 kernel with per-token activations, whichever measures
-    faster at one token; an untied one becomes a weight-only ``Int8Linear``. Kernels are measured per
-    layer shape; vision layers are timed at M=256 only (they never run one row), decoder layers at M=1
-    then M=256, lm_head at M=1 (it sees the last position only).
+    faster at one token; an untied one becomes an ``Int8Linear`` chosen the same way. Kernels are
+    measured per layer shape among those computing the recipe's numerics (``kernels.usable_kernels``);
+    vision layers are timed at M=256 only (they never run one row), decoder layers at M=1 then M=256,
+    lm_head at M=1 (it sees the last position only).
     """
     mode, alpha = config.quantization_mode, config.smoothquant_alpha
+    float_bits = _float_bits(mode, config.activation_bits)
     if alpha is not None and mode == "weight_only":
         raise ValueError(
             "smoothquant_alpha: SmoothQuant needs quantized activations (mode 'static' or 'dynamic')"
@@ -65,7 +67,9 @@ def quantize_model(
         act_range = stats[name].tensor_range(s) if mode == "static" else None
         shape = (linear.out_features, linear.in_features)
         act = _act_quant(mode, config.reduce_range)
-        choice = _select(shape, act, _batch_sizes(name), timings, dtype=linear.weight.dtype)
+        choice = _select(
+            shape, act, _batch_sizes(name), timings, dtype=linear.weight.dtype, float_bits=float_bits
+        )
         module = Int8Linear.from_linear(
             linear,
             mode,
@@ -77,7 +81,7 @@ def quantize_model(
         model.set_submodule(name, module)
         plans[name] = ModulePlan("linear", mode, choice, shape, linear.bias is not None, how, act_range)
     if config.quantize_embeddings:
-        plans.update(_quantize_embeddings(model, timings, mode, config.reduce_range))
+        plans.update(_quantize_embeddings(model, timings, mode, config.reduce_range, float_bits))
     prepare_kernels(model)
     calibration = {
         name: {
@@ -91,7 +95,7 @@ def quantize_model(
 
 
 def _quantize_embeddings(
-    model: nn.Module, timings: Timings, mode: str, reduce_range: bool
+    model: nn.Module, timings: Timings, mode: str, reduce_range: bool, float_bits: int
 ) -> dict[str, ModulePlan]:
     embedding = model.get_submodule(EMBEDDING)
     head = model.get_submodule(LM_HEAD)
@@ -101,29 +105,38 @@ def _quantize_embeddings(
     shape = (table.num_embeddings, table.embedding_dim)
     plans = {EMBEDDING: ModulePlan("embedding", "weight_only", None, shape)}
     if tied:
-        head_mode, kernel = _select_tied_head(table, timings, mode, reduce_range)
+        weight = (table.qweight, table.scale)
+        head_mode, kernel = _select_head(shape, timings, mode, reduce_range, float_bits, table.dtype, weight)
         model.set_submodule(LM_HEAD, TiedInt8LMHead(table, kernel, head_mode, reduce_range))
         plans[LM_HEAD] = ModulePlan("lm_head", head_mode, kernel, shape, tied_to=EMBEDDING)
     else:
-        kernel = _select(shape, None, (1,), timings, dtype=head.weight.dtype)
-        model.set_submodule(LM_HEAD, Int8Linear.from_linear(head, "weight_only", kernel))
-        plans[LM_HEAD] = ModulePlan("linear", "weight_only", kernel, shape, head.bias is not None)
+        head_mode, kernel = _select_head(shape, timings, mode, reduce_range, float_bits, head.weight.dtype)
+        new = Int8Linear.from_linear(head, head_mode, kernel, reduce_range=reduce_range)
+        model.set_submodule(LM_HEAD, new)
+        plans[LM_HEAD] = ModulePlan("linear", head_mode, kernel, shape, head.bias is not None)
     return plans
 
 
-def _select_tied_head(
-    table: Int8Embedding, timings: Timings, mode: str, reduce_range: bool
+def _select_head(
+    shape: tuple[int, int],
+    timings: Timings,
+    mode: str,
+    reduce_range: bool,
+    float_bits: int,
+    dtype: torch.dtype,
+    weight: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[str, str]:
-    """(mode, kernel) of the tied head: the faster at one token of an in-place weight-only kernel and,
-    unless activations must stay in float, a W8A8 kernel with its own packed copy."""
-    shape = (table.num_embeddings, table.embedding_dim)
-    weight = (table.qweight, table.scale)
-    kernel = _select(shape, None, (1,), timings, copies=False, weight=weight, dtype=table.dtype)
+    """(mode, kernel) of ``lm_head``: the faster at one token of a weight-only kernel that reads the
+    int8 weight in place and, unless activations must stay in float, a W8A8 kernel with its own
+    packed copy (per-token activations)."""
+    kernel = _select(
+        shape, None, (1,), timings, copies=False, weight=weight, dtype=dtype, float_bits=float_bits
+    )
     options = {"weight_only": (kernel, timings[f"weight_only {shape[0]}x{shape[1]}"][kernel]["M=1"])}
     act = _act_quant("dynamic", reduce_range)
     copying = _copying_kernels(shape, act)
     if mode != "weight_only" and copying:
-        kernel = _select(shape, act, (1,), timings, dtype=table.dtype, candidates=copying)
+        kernel = _select(shape, act, (1,), timings, dtype=dtype, candidates=copying)
         options["dynamic"] = (kernel, timings[f"dynamic {shape[0]}x{shape[1]}"][kernel]["M=1"])
 
     best = min(options, key=lambda head_mode: options[head_mode][1])
@@ -141,6 +154,7 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
     if isinstance(model, PreTrainedModel):
         model.tie_weights()  # built on meta, a transformers model is untied until asked: keep an fp32 tie
     reduce_range = bool(plan.config.get("reduce_range", True))
+    float_bits = _float_bits(plan.config.get("quantization_mode"), plan.config.get("activation_bits", 8))
     timings: Timings = defaultdict(dict)
     applied = {}
     ordered = sorted(plan.modules.items(), key=lambda item: item[1].kind != "embedding")  # tables first
@@ -154,15 +168,20 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
             act = _act_quant(mp.mode, reduce_range)
             # a dynamic head packs its own copy; a weight-only one reads the table in place
             usable = (
-                _copying_kernels(mp.shape, act) if act else usable_kernels(mp.shape, None, allow_copies=False)
+                _copying_kernels(mp.shape, act)
+                if act
+                else usable_kernels(mp.shape, None, allow_copies=False, float_bits=float_bits)
             )
             if kernel not in usable:
                 kernel = _select(mp.shape, act, (1,), timings, dtype=old.weight.dtype, candidates=usable)
             new = TiedInt8LMHead(model.get_submodule(mp.tied_to), kernel, mp.mode, reduce_range)
         else:
             act = _act_quant(mp.mode, reduce_range)
-            if kernel not in usable_kernels(mp.shape, act):
-                kernel = _select(mp.shape, act, _batch_sizes(name), timings, dtype=old.weight.dtype)
+            if kernel not in usable_kernels(mp.shape, act, float_bits=float_bits):
+                batch_sizes = (1,) if name == LM_HEAD else _batch_sizes(name)
+                kernel = _select(
+                    mp.shape, act, batch_sizes, timings, dtype=old.weight.dtype, float_bits=float_bits
+                )
             out_features, in_features = mp.shape
             new = Int8Linear(
                 in_features,
@@ -223,6 +242,13 @@ def prepare_kernels(model: nn.Module) -> None:
             module.prepare()
 
 
+def _float_bits(mode: str, activation_bits: int) -> int:
+    """The fewest bits a weight-only kernel may keep of float activations: a weight-only recipe's own
+    ``activation_bits`` (16 at least: bf16); in a W8A8 recipe (the weight-only option of ``lm_head``)
+    32, so that no kernel rounds the numerics the recipe names."""
+    return max(activation_bits, 16) if mode == "weight_only" else 32
+
+
 def _act_quant(mode: str, reduce_range: bool) -> ActQuant | None:
     """The activation quantization kernels are timed with (a static layer's own scale is irrelevant)."""
     if mode == "weight_only":
@@ -248,9 +274,12 @@ def _select(
     weight: tuple[torch.Tensor, torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float32,
     candidates: list[str] | None = None,
+    float_bits: int = 16,
 ) -> str:
-    candidates = candidates or usable_kernels(shape, act, allow_copies=copies)
-    choice = select_kernel(shape, act, candidates, batch_sizes=batch_sizes, dtype=dtype, weight=weight)
+    candidates = candidates or usable_kernels(shape, act, allow_copies=copies, float_bits=float_bits)
+    choice = select_kernel(
+        shape, act, candidates, batch_sizes=batch_sizes, dtype=dtype, weight=weight, float_bits=float_bits
+    )
     kind = "weight_only" if act is None else act.kind
     timings[f"{kind} {shape[0]}x{shape[1]}"] = {
         kernel: {f"M={m}": round(ms, 4) for m, ms in per_m.items()}

@@ -1,21 +1,24 @@
 """Candidate int8 linear kernels behind one small interface, chosen by measurement on the machine at hand.
 
 Every kernel computes ``y = x @ (q · scale)ᵀ`` for an int8 weight ``q`` (N, K) with per-output-channel
-scales (N,). Given an ``ActQuant`` the activations are uint8 per tensor, whatever the kernel:
+scales (N,). Given an ``ActQuant`` the activations are uint8 per tensor with the same codes whatever
+the kernel (``ActQuant.quantize``):
 
 - ``fbgemm_dynamic``: ``torch.ops.quantized`` (fbgemm), u8×s8 with int32 accumulation; dynamic scales via
   ``linear_dynamic``, static ones via ``linear_with_input_q_dq_qweight_dq_output_fp32``. Part of the
   deprecated ``torch.ao.quantization`` stack, hence optional.
 - ``onednn_w8a8``: ``torch.ops.onednn.qlinear_pointwise``, the maintained W8A8 path; activations are
-  quantized here (``int8_math``) at every call.
+  quantized here at every call.
 - ``int8pack_bf16``: ``torch._weight_int8pack_mm``, weight-only with bf16 activations (fp32 activations
   take a scalar loop there, so they are always cast).
 - ``dequant``: dequantize the weight (in row chunks) and ``F.linear``; always available.
 
-The two weight-only kernels quantize and dequantize the activations first when given an ``ActQuant``,
-so a module computes the same W8A8 function whichever kernel the machine picked, up to rounding:
-``int8pack_bf16`` rounds the dequantized activations and its output to bf16 (8 significant bits), which
-changes a few of builtin:tiny's 1000 test answers when it wins some layers' timing (0.3 points seen).
+``dequant`` quantizes and dequantizes the activations first when given an ``ActQuant``. A layer only gets a kernel that computes its numerics (``usable_kernels``): a W8A8 layer the 8-bit
+kernels or ``dequant`` (fp32 on the dequantized codes: the same function up to fp32 rounding), never
+``int8pack_bf16``, which rounds the activations, the weight scales and its output to bf16 (8 significant
+bits): when it won some layers' timing race on builtin:tiny it moved up to 0.5 points of its 1000 test
+answers from one optimization to the next. A weight-only layer gets the kernels whose activations keep
+at least the recipe's ``activation_bits`` (16: bf16 or fp32; 32: fp32 only).
 ``torch._int_mm`` is deliberately absent: on a CPU without VNNI it is a naive scalar loop. ``select.py``
 measures and picks.
 """
@@ -52,29 +55,65 @@ class ActQuant:
     def kind(self) -> str:
         return "dynamic" if self.scale is None else "static"
 
-    def qparams(self, x: torch.Tensor) -> tuple[float, int]:
-        if self.scale is not None:
-            return self.scale, self.zero_point
-        lo, hi = x.aminmax()
-        scale, zero_point = affine_qparams(lo, hi, self.qmax)
-        return float(scale), int(zero_point)
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The static range: the inputs that code 0 and code ``qmax`` stand for."""
+        return -self.zero_point * self.scale, (self.qmax - self.zero_point) * self.scale
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """``x``'s uint8 codes, scale and zero point: computed by PyTorch's own quantizer where this build
+        has one, which gives the very codes fbgemm's GEMMs compute internally (its rounding of ties is its
+        own), so whichever W8A8 kernel a layer gets, it multiplies the same integers; else by
+        ``int8_math``."""
+        x = x.float()
+        if _aten_quantizer_available():
+            with warnings.catch_warnings():  # quantized tensors are deprecated; fbgemm quantizes this way
+                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+                if self.scale is None:
+                    xq = torch.quantize_per_tensor_dynamic(x, torch.quint8, self.qmax == 127)
+                else:
+                    xq = torch.quantize_per_tensor(
+                        x.clamp(*self.bounds), self.scale, self.zero_point, torch.quint8
+                    )
+            return xq.int_repr(), xq.q_scale(), xq.q_zero_point()
+        if self.scale is None:
+            scale, zero_point = affine_qparams(*x.aminmax(), self.qmax)
+            scale, zero_point = float(scale), int(zero_point)
+        else:
+            scale, zero_point = self.scale, self.zero_point
+        return quantize_affine(x, scale, zero_point, self.qmax), scale, zero_point
 
     def fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
-        scale, zero_point = self.qparams(x)
-        return dequantize_affine(quantize_affine(x.float(), scale, zero_point, self.qmax), scale, zero_point)
+        return dequantize_affine(*self.quantize(x))
+
+
+@functools.cache
+def _aten_quantizer_available() -> bool:
+    """Whether ``torch.quantize_per_tensor(_dynamic)`` exist and run on this build (deprecated)."""
+    if not hasattr(torch, "quantize_per_tensor_dynamic") or not hasattr(torch, "quantize_per_tensor"):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+            torch.quantize_per_tensor_dynamic(torch.ones(1, 4), torch.quint8, True).int_repr()
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class LinearKernel:
     """``prepare(q, scale) -> state`` once per layer, then ``run(state, x (M, K), act) -> y (M, N)``.
 
-    ``weight_only``: the GEMM takes float activations (and ``act`` None is allowed); ``copies_weight``:
+    ``weight_only``: the GEMM takes float activations (and ``act`` None is allowed); ``activation_bits``:
+    the precision the GEMM reads activations at (8: int8 codes, 16: bf16, 32: fp32); ``copies_weight``:
     the state holds its own packed copy of ``q``, which ``unpack`` gives back, so the plain one can go;
     ``supports(N, K)``: the shapes it handles. Kernels that read ``q`` in place want it ``aligned``.
     """
 
     name: str
     weight_only: bool
+    activation_bits: int
     copies_weight: bool
     available: Callable[[], bool]
     prepare: Callable[[torch.Tensor, torch.Tensor], Any]
@@ -113,9 +152,7 @@ def _fbgemm_run(state: Any, x: torch.Tensor, act: ActQuant | None) -> torch.Tens
     x = x.float()
     if act.scale is None:
         return torch.ops.quantized.linear_dynamic(x, state, act.qmax == 127)
-    # fbgemm quantizes to the full [0, 255] range: clamp first so no code exceeds qmax.
-    lo, hi = -act.zero_point * act.scale, (act.qmax - act.zero_point) * act.scale
-    x = x.clamp(lo, hi)
+    x = x.clamp(*act.bounds)  # fbgemm quantizes to the full [0, 255] range: no code may exceed qmax
     return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
         x, act.scale, act.zero_point, state
     )
@@ -134,9 +171,7 @@ def _onednn_run(state: Any, x: torch.Tensor, act: ActQuant | None) -> torch.Tens
     if act is None:
         raise ValueError("onednn_w8a8 needs quantized activations (an ActQuant)")
     packed, w_scale, w_zero_point = state
-    x = x.float()
-    scale, zero_point = act.qparams(x)
-    xq = quantize_affine(x, scale, zero_point, act.qmax)
+    xq, scale, zero_point = act.quantize(x)
     return torch.ops.onednn.qlinear_pointwise(
         xq, scale, zero_point, packed, w_scale, w_zero_point, None, 1.0, 0, torch.float32, "none", [], ""
     )
@@ -161,9 +196,9 @@ def _int8pack_prepare(q: torch.Tensor, scale: torch.Tensor) -> Any:
 
 
 def _int8pack_run(state: Any, x: torch.Tensor, act: ActQuant | None) -> torch.Tensor:
-    q, scale = state
     if act is not None:
-        x = act.fake_quantize(x)
+        raise ValueError("int8pack_bf16 computes weight-only layers: it takes no ActQuant")
+    q, scale = state
     return torch._weight_int8pack_mm(aligned(x.to(torch.bfloat16)), q, scale)
 
 
@@ -232,33 +267,45 @@ KERNELS: dict[str, LinearKernel] = {
     k.name: k
     for k in (
         LinearKernel(
-            "fbgemm_dynamic", False, True, _fbgemm_available, _fbgemm_prepare, _fbgemm_run, _fbgemm_unpack
+            "fbgemm_dynamic", False, 8, True, _fbgemm_available, _fbgemm_prepare, _fbgemm_run, _fbgemm_unpack
         ),
         LinearKernel(
-            "onednn_w8a8", False, True, _onednn_available, _onednn_prepare, _onednn_run, _onednn_unpack
+            "onednn_w8a8", False, 8, True, _onednn_available, _onednn_prepare, _onednn_run, _onednn_unpack
         ),
         LinearKernel(
             "int8pack_bf16",
             True,
+            16,
             False,
             _int8pack_available,
             _int8pack_prepare,
             _int8pack_run,
             supports=_int8pack_supports,
         ),
-        LinearKernel("dequant", True, False, lambda: True, _dequant_prepare, _dequant_run),
+        LinearKernel("dequant", True, 32, False, lambda: True, _dequant_prepare, _dequant_run),
     )
 }
 FALLBACK = "dequant"
 
 
-def usable_kernels(shape: tuple[int, int], act: ActQuant | None, allow_copies: bool = True) -> list[str]:
-    """Available kernels for an (N, K) layer run with ``act`` (None: weight-only, float activations)."""
+def usable_kernels(
+    shape: tuple[int, int], act: ActQuant | None, allow_copies: bool = True, float_bits: int = 16
+) -> list[str]:
+    """Available kernels for an (N, K) layer run with ``act`` (None: weight-only, float activations kept
+    to at least ``float_bits`` bits) that compute its numerics (see the module docstring)."""
     return [
         name
         for name, k in KERNELS.items()
-        if (act is not None or k.weight_only)
+        if computes(k, act, float_bits)
         and (allow_copies or not k.copies_weight)
         and k.supports(*shape)
         and k.available()
     ]
+
+
+def computes(kernel: LinearKernel, act: ActQuant | None, float_bits: int = 16) -> bool:
+    """Whether ``kernel`` computes a W8A8 layer (``act`` given) exactly up to fp32 rounding, or a
+    weight-only one with activations of at least ``float_bits`` bits."""
+    if act is not None:
+        return kernel.activation_bits in (8, 32)
+    return kernel.weight_only and kernel.activation_bits >= float_bits

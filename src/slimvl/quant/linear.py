@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from slimvl.quant.int8_math import activation_qmax, quantize_weight_per_channel, static_qparams
-from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, aligned, per_token
+from slimvl.quant.kernels import KERNELS, ActQuant, LinearKernel, aligned, computes, per_token
 
 MODES = ("dynamic", "static", "weight_only")
 
@@ -20,6 +20,10 @@ def check_kernel(kernel: str, shape: tuple[int, int], weight_only: bool) -> Line
     found = KERNELS[kernel]
     if weight_only and not found.weight_only:
         raise ValueError(f"kernel {kernel!r} quantizes activations: not usable for weight-only layers")
+    if not weight_only and not computes(found, ActQuant(127)):
+        raise ValueError(
+            f"kernel {kernel!r} rounds activations to {found.activation_bits} bits: not usable for W8A8 layers"
+        )
     if not found.supports(*shape):
         raise ValueError(f"kernel {kernel!r} does not support an (N, K) = {shape} layer")
     return found
@@ -36,9 +40,9 @@ class Int8Linear(nn.Module):
       per-token symmetric scales. One row (decode) needs no rescaling.
     - ``"static"``: one calibrated per-tensor range (``act_scale``, ``act_zero_point``); inputs
       outside it saturate. fbgemm runs it as a true int8 GEMM with that scale; onednn quantizes with
-      it then runs the int8 GEMM; the weight-only kernels quantize→dequantize the input with it
-      (same numbers) and then compute in float.
-    - ``"weight_only"``: float activations (bf16 in ``int8pack_bf16``).
+      it then runs the int8 GEMM; ``dequant`` quantizes→dequantizes the input with it (same
+      numbers) and then computes in fp32.
+    - ``"weight_only"``: float activations (bf16 in ``int8pack_bf16``, never given a W8A8 layer).
 
     ``smooth`` (K,), if present: SmoothQuant factors not folded elsewhere; ``x`` is divided by them
     here, the weight was multiplied by them before quantization. Kernels that keep their own packed

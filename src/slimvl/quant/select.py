@@ -48,16 +48,18 @@ def select_kernel(
     repeats: int = 5,
     dtype: torch.dtype = torch.float32,
     weight: tuple[torch.Tensor, torch.Tensor] | None = None,
+    float_bits: int = 16,
 ) -> KernelChoice:
     """Measure the usable ``candidates`` on an (N, K) = ``shape`` layer and pick the fastest.
 
     The first batch size decides (M=1 for decoder layers, which decode runs once per token); only the
     kernels within 5% of the best there are timed at the next one (M=256: prefill), which ranks them.
     One kernel per layer, not one per phase: a second packed copy of the weight would cost its memory.
-    Random data unless ``weight`` (q, scale) is given; results are cached per shape, dtype, activation
-    kind, candidates and batch sizes.
+    Only kernels that compute the layer's numerics compete (``usable_kernels``; ``float_bits``: the
+    fewest bits a weight-only layer's activations may keep). Random data unless ``weight`` (q, scale)
+    is given; results are cached per shape, dtype, activation kind, candidates and batch sizes.
     """
-    usable = usable_kernels(shape, act)
+    usable = usable_kernels(shape, act, float_bits=float_bits)
     names = [n for n in (KERNELS if candidates is None else candidates) if n in usable]
     if not names:
         names = [FALLBACK]
