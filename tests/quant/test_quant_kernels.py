@@ -226,6 +226,28 @@ def test_selection_rule_first_batch_size_decides_next_breaks_ties(monkeypatch: p
     assert select_kernel((32, 64), None, names, batch_sizes=(256,), float_bits=32).name == "dequant"
 
 
+def test_one_row_is_timed_through_weight_copies_that_do_not_fit_a_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decoding reads each layer's weight from memory: a one-row timing cycles through distinct copies
+    (64 MB of them, at most 32 copies); more rows are timed on one."""
+    passed: dict[tuple[tuple[int, int], int], list] = {}
+
+    def fake_time(kernel, states, x, act, repeats):
+        passed[(tuple(shape), x.shape[0])] = states
+        return 1.0
+
+    monkeypatch.setattr(select_module, "time_kernel", fake_time)
+    monkeypatch.setattr(select_module, "_CACHE", {})
+    for shape in ((2048, 2048), (64, 64)):
+        select_kernel(shape, None, ["dequant"], batch_sizes=(1,))
+        select_kernel(shape, None, ["dequant"], batch_sizes=(256,))
+    big = passed[((2048, 2048), 1)]
+    assert len(big) == 16 and len({q.data_ptr() for q, _ in big}) == 16
+    assert len(passed[((64, 64), 1)]) == 32
+    assert len(passed[((2048, 2048), 256)]) == len(passed[((64, 64), 256)]) == 1
+
+
 def test_int8pack_gets_aligned_activations() -> None:
     kernel = require("int8pack_bf16")
     q, scale = quantize_weight_per_channel(torch.randn(64, 64))
