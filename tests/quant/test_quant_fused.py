@@ -13,7 +13,8 @@ from slimvl.config import INT8QuantizationConfig
 from slimvl.models.loader import LoadedModel
 from slimvl.models.weights import weight_bytes
 from slimvl.quant import KERNELS, Int8Linear, quantize_model
-from slimvl.quant.fused import SharedInputGroup, fuse_shared_inputs
+from slimvl.quant.fused import SharedInputGroup, fuse_shared_inputs, run_shapes
+from slimvl.quant.select import KernelChoice
 
 CASES = [
     ("fbgemm_dynamic", "dynamic"),
@@ -125,3 +126,44 @@ def test_quantized_model_fuses_each_decoder_layer_and_keeps_its_logits(
     assert not any(isinstance(m, Int8Linear) and m._group for m in plain.modules())
     assert torch.equal(logits_of(fused), logits_of(plain))
     assert weight_bytes(fused) == weight_bytes(plain)
+
+
+def test_run_shapes_stack_whole_groups_only() -> None:
+    layer = "model.language_model.layers.3."
+    shapes = {
+        layer + "self_attn.q_proj": (2048, 2048),
+        layer + "self_attn.k_proj": (1024, 2048),
+        layer + "self_attn.v_proj": (1024, 2048),
+        layer + "self_attn.o_proj": (2048, 2048),
+        layer + "mlp.gate_proj": (6144, 2048),  # up_proj not quantized: no group
+        layer + "mlp.down_proj": (2048, 6144),
+    }
+    timed = run_shapes(shapes)
+    assert all(timed[layer + f"self_attn.{p}_proj"] == (4096, 2048) for p in "qkv")
+    assert timed[layer + "self_attn.o_proj"] == (2048, 2048)
+    assert timed[layer + "mlp.gate_proj"] == (6144, 2048) and timed[layer + "mlp.down_proj"] == (2048, 6144)
+    shapes[layer + "mlp.up_proj"] = (6144, 2048)
+    assert run_shapes(shapes)[layer + "mlp.up_proj"] == (12288, 2048)
+
+
+def test_a_group_gets_one_kernel_where_its_members_alone_would_race_apart(
+    small_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timed one by one, k/v (narrow) would go to another kernel than q here; timed at the stacked shape
+    they run at, all three get one kernel and are fused."""
+    names = [n for n, k in KERNELS.items() if k.available() and not k.weight_only]
+    if len(names) < 2:
+        pytest.skip("one W8A8 kernel only")
+    model = copy.deepcopy(small_model.model)
+    layer = "model.language_model.layers.0.self_attn."
+    k_rows = model.get_submodule(layer + "k_proj").out_features
+
+    def fake_select(shape, act, candidates, **_kwargs) -> KernelChoice:
+        pool = [n for n in candidates if n in names] or list(candidates)
+        name = pool[-1] if shape[0] == k_rows and len(pool) > 1 else pool[0]
+        return KernelChoice(name, {name: {1: 1.0}})
+
+    monkeypatch.setattr(apply_module, "select_kernel", fake_select)
+    plan = quantize_model(model, INT8QuantizationConfig())
+    assert {plan.modules[layer + p].kernel for p in ("q_proj", "k_proj", "v_proj")} == {names[0]}
+    assert model.get_submodule(layer + "q_proj")._group is not None

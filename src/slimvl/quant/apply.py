@@ -15,7 +15,7 @@ from slimvl.config import INT8QuantizationConfig
 from slimvl.monitor.machine import machine_info
 from slimvl.quant.calibrate import run_calibration
 from slimvl.quant.embedding import Int8Embedding, TiedInt8LMHead
-from slimvl.quant.fused import fuse_shared_inputs
+from slimvl.quant.fused import fuse_shared_inputs, run_shapes
 from slimvl.quant.int8_math import activation_qmax
 from slimvl.quant.kernels import KERNELS, ActQuant, usable_kernels
 from slimvl.quant.linear import Int8Linear
@@ -42,7 +42,8 @@ def quantize_model(
     at run time. The tied ``lm_head`` reads the int8 embedding table weight-only, or (unless ``mode`` is
     weight-only) packs its own copy for a W8A8 kernel with per-token activations, whichever measures
     faster at one token; an untied one becomes an ``Int8Linear`` chosen the same way. Kernels are
-    measured per layer shape among those computing the recipe's numerics (``kernels.usable_kernels``);
+    measured per layer shape among those computing the recipe's numerics (``kernels.usable_kernels``),
+    linears that run stacked (``fused``) at their stacked shape, so they get one kernel;
     vision layers are timed at M=256 only (they never run one row), decoder layers at M=1 then M=256,
     lm_head at M=1 (it sees the last position only).
     """
@@ -61,6 +62,7 @@ def quantize_model(
     smoothing = migrate_outliers(model, targets, stats, alpha) if alpha is not None else {}
     timings: Timings = defaultdict(dict)
     plans: dict[str, ModulePlan] = {}
+    timed_at = run_shapes({name: (lin.out_features, lin.in_features) for name, lin in targets.items()})
     for name in list(targets):
         linear = targets.pop(name)  # drop our reference: each fp32 weight is freed once replaced
         s, how = smoothing.get(name, (None, None))
@@ -68,7 +70,7 @@ def quantize_model(
         shape = (linear.out_features, linear.in_features)
         act = _act_quant(mode, config.reduce_range)
         choice = _select(
-            shape, act, _batch_sizes(name), timings, dtype=linear.weight.dtype, float_bits=float_bits
+            timed_at[name], act, _batch_sizes(name), timings, dtype=linear.weight.dtype, float_bits=float_bits
         )
         module = Int8Linear.from_linear(
             linear,
@@ -157,6 +159,7 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
     float_bits = _float_bits(plan.config.get("quantization_mode"), plan.config.get("activation_bits", 8))
     timings: Timings = defaultdict(dict)
     applied = {}
+    timed_at = run_shapes({name: tuple(mp.shape) for name, mp in plan.modules.items() if mp.kind == "linear"})
     ordered = sorted(plan.modules.items(), key=lambda item: item[1].kind != "embedding")  # tables first
     for name, mp in ordered:
         old = model.get_submodule(name)
@@ -180,7 +183,7 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
             if kernel not in usable_kernels(mp.shape, act, float_bits=float_bits):
                 batch_sizes = (1,) if name == LM_HEAD else _batch_sizes(name)
                 kernel = _select(
-                    mp.shape, act, batch_sizes, timings, dtype=old.weight.dtype, float_bits=float_bits
+                    timed_at[name], act, batch_sizes, timings, dtype=old.weight.dtype, float_bits=float_bits
                 )
             out_features, in_features = mp.shape
             new = Int8Linear(

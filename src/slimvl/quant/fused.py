@@ -130,3 +130,20 @@ def fuse_shared_inputs(model: nn.Module) -> int:
                 SharedInputGroup(members)
                 groups += 1
     return groups
+
+
+def run_shapes(shapes: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """The (N, K) each named linear will run at: a whole `SHARED_INPUT_GROUPS` group present in
+    ``shapes`` runs as one stacked GEMM, so its members are timed (and get one kernel, which fusing
+    needs) at the stacked shape; any other linear at its own."""
+    out = dict(shapes)
+    for name in shapes:
+        for paths in SHARED_INPUT_GROUPS:
+            if not name.endswith("." + paths[0]):
+                continue
+            prefix = name[: -len(paths[0])]
+            members = [prefix + path for path in paths]
+            if all(m in shapes for m in members) and len({shapes[m][1] for m in members}) == 1:
+                stacked = (sum(shapes[m][0] for m in members), shapes[name][1])
+                out.update(dict.fromkeys(members, stacked))
+    return out
