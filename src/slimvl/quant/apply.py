@@ -181,9 +181,13 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
         else:
             act = _act_quant(mp.mode, reduce_range)
             if kernel not in usable_kernels(mp.shape, act, float_bits=float_bits):
-                batch_sizes = (1,) if name == LM_HEAD else _batch_sizes(name)
                 kernel = _select(
-                    timed_at[name], act, batch_sizes, timings, dtype=old.weight.dtype, float_bits=float_bits
+                    timed_at[name],
+                    act,
+                    _batch_sizes(name),
+                    timings,
+                    dtype=old.weight.dtype,
+                    float_bits=float_bits,
                 )
             out_features, in_features = mp.shape
             new = Int8Linear(
@@ -261,7 +265,11 @@ def _act_quant(mode: str, reduce_range: bool) -> ActQuant | None:
 
 
 def _batch_sizes(name: str) -> tuple[int, ...]:
-    return (256,) if name.startswith("model.visual.") else (1, 256)
+    """Rows a linear is timed at: vision layers never see one row, lm_head only ever one (the last
+    position), decoder layers one (decode) then 256 (prefill)."""
+    if name.startswith("model.visual."):
+        return (256,)
+    return (1,) if name == LM_HEAD else (1, 256)
 
 
 def _copying_kernels(shape: tuple[int, int], act: ActQuant) -> list[str]:

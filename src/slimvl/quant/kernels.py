@@ -13,21 +13,23 @@ the kernel (``ActQuant.quantize``):
   take a scalar loop there, so they are always cast).
 - ``dequant``: dequantize the weight (in row chunks) and ``F.linear``; always available.
 
-``dequant`` quantizes and dequantizes the activations first when given an ``ActQuant``. A layer only gets a kernel that computes its numerics (``usable_kernels``): a W8A8 layer the 8-bit
-kernels or ``dequant`` (fp32 on the dequantized codes: the same function up to fp32 rounding), never
+``dequant`` quantizes and dequantizes the activations first when given an ``ActQuant``. A layer only
+gets a kernel that computes its numerics (``usable_kernels``): a W8A8 layer the 8-bit kernels or
+``dequant`` (fp32 on the dequantized codes: the same function up to fp32 rounding), never
 ``int8pack_bf16``, which rounds the activations, the weight scales and its output to bf16 (8 significant
-bits): when it won some layers' timing race on builtin:tiny it moved up to 0.5 points of its 1000 test
-answers from one optimization to the next. A weight-only layer gets the kernels whose activations keep
-at least the recipe's ``activation_bits`` (16: bf16 or fp32; 32: fp32 only).
+bits): when it won some layers' timing race, builtin:tiny's int8 accuracy moved by 0.3 points of its
+1000 test answers from one optimization to the next. A weight-only layer gets the kernels whose
+activations keep at least the recipe's ``activation_bits`` (16: bf16 or fp32; 32: fp32 only).
 ``torch._int_mm`` is deliberately absent: on a CPU without VNNI it is a naive scalar loop. ``select.py``
 measures and picks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,8 +69,7 @@ class ActQuant:
         ``int8_math``."""
         x = x.float()
         if _aten_quantizer_available():
-            with warnings.catch_warnings():  # quantized tensors are deprecated; fbgemm quantizes this way
-                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+            with _quantized_tensors():  # fbgemm quantizes this way
                 if self.scale is None:
                     xq = torch.quantize_per_tensor_dynamic(x, torch.quint8, self.qmax == 127)
                 else:
@@ -87,14 +88,21 @@ class ActQuant:
         return dequantize_affine(*self.quantize(x))
 
 
+@contextlib.contextmanager
+def _quantized_tensors() -> Iterator[None]:
+    """Create quantized tensors without PyTorch's deprecation warning (the stack fbgemm needs)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        yield
+
+
 @functools.cache
 def _aten_quantizer_available() -> bool:
     """Whether ``torch.quantize_per_tensor(_dynamic)`` exist and run on this build (deprecated)."""
     if not hasattr(torch, "quantize_per_tensor_dynamic") or not hasattr(torch, "quantize_per_tensor"):
         return False
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        with _quantized_tensors():
             torch.quantize_per_tensor_dynamic(torch.ones(1, 4), torch.quint8, True).int_repr()
     except (RuntimeError, NotImplementedError):
         return False
@@ -137,8 +145,7 @@ def per_token(run: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -
 
 def _per_channel_qtensor(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     zero_points = torch.zeros(q.shape[0], dtype=torch.int64)
-    with warnings.catch_warnings():  # quantized tensor creation is deprecated; fbgemm needs one here
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+    with _quantized_tensors():  # fbgemm needs one here
         return torch._make_per_channel_quantized_tensor(q.contiguous(), scale.double(), zero_points, 0)
 
 

@@ -12,9 +12,8 @@ import torch
 from slimvl.quant.kernels import FALLBACK, KERNELS, ActQuant, LinearKernel, usable_kernels
 
 _TIE_TOLERANCE = 1.05  # kernels within 5% of the best at a batch size are tied
-_COLD_BYTES = (
-    64 << 20
-)  # one-row timings cycle through this much weight: more than a laptop's last-level cache
+# one-row timings cycle through this much weight: more than a laptop's last-level cache
+_COLD_BYTES = 64 << 20
 _MAX_COPIES = 32  # a small layer's copies stay cached, as a small model's whole weights do when it decodes
 
 
