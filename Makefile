@@ -40,8 +40,11 @@ bench-scorers: $(STAMP)
 		$(BIN)/slimvl optimize builtin:2b-shape --recipe benchmarks/recipes/int8-sparsify.yaml -o out/2b-int8-sparsify
 	test -f out/2b-int8-sparsify-distilled/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape \
 		--recipe benchmarks/recipes/int8-sparsify-distilled.yaml -o out/2b-int8-sparsify-distilled
+	test -f out/2b-int8-sparsify-vision/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape \
+		--recipe benchmarks/recipes/int8-sparsify-vision.yaml -o out/2b-int8-sparsify-vision
 	$(BIN)/slimvl bench builtin:2b-shape --recipe out/2b-int8 --recipe out/2b-int8-sparsify \
-		--recipe out/2b-int8-sparsify-distilled --runs 9 --json-out benchmarks/results/bench_2b_sparsify_scorers.json \
+		--recipe out/2b-int8-sparsify-distilled --recipe out/2b-int8-sparsify-vision --runs 9 \
+		--json-out benchmarks/results/bench_2b_sparsify_scorers.json \
 		--md-out benchmarks/results/bench_2b_sparsify_scorers.md --plot benchmarks/results/bench_2b_sparsify_scorers.png
 
 lint: $(STAMP)

@@ -25,6 +25,8 @@ run int8_weight_only --recipe benchmarks/recipes/int8-weight-only.yaml --baselin
 run sparsify_seed --recipe sparsify --baseline none
 # The same setting ranked before the decoder by the distilled scorer (fitted on 256 training requests).
 run sparsify_distilled --recipe benchmarks/recipes/sparsify-distilled.yaml --baseline none
+# Scored from the first DeepStack feature and pruned inside the vision encoder (fitted the same way).
+run sparsify_vision --recipe benchmarks/recipes/sparsify-vision.yaml --baseline none
 # The model's own record of its accuracy: test split and blind check, with the commands.
 python3 - "$OUT" src/slimvl/models/assets/tiny/eval.json "$N" <<'PY'
 import json, sys

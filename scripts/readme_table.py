@@ -21,6 +21,7 @@ ACCURACY_ROWS = {
     "int8_weight_only": "int8 weights only, activations bf16 or fp32 (activation_bits 16)",
     "sparsify_seed": "sparsification, seed setting (60%; preset sparsify: attention scorer)",
     "sparsify_distilled": "sparsification, seed setting, distilled pre-decoder scorer",
+    "sparsify_vision": "sparsification, seed setting, scored and pruned inside the vision encoder",
 }
 
 

@@ -24,6 +24,7 @@ from slimvl.pipeline import Pipeline, Sparsifier
 from slimvl.quant import QuantPlan, build_quantized_skeleton, quantize_model
 from slimvl.sparsify import make_sparsifier
 from slimvl.sparsify.distill import (
+    FITTED_SCORERS,
     SCORER_MODULE,
     TokenScorer,
     attention_examples,
@@ -96,17 +97,20 @@ def _rebuild_int8(model: nn.Module, plan: dict) -> None:
 def _apply_sparsification(
     loaded: LoadedModel, config: SparsificationConfig, calibration: Calibration
 ) -> Applied:
-    """The sparsifier; a distilled scorer is fitted first unless the model already carries one (an
-    optimized directory's, rebuilt and loaded with the weights)."""
+    """The sparsifier; a fitted scorer (`distilled`, `vision`) is fitted first unless the model already
+    carries one (an optimized directory's, rebuilt and loaded with the weights)."""
     model, plan = loaded.model, None
-    needs_fit = config.scorer == "distilled" and config.ranks_by_scorer
+    needs_fit = config.scorer in FITTED_SCORERS and config.ranks_by_scorer
     if needs_fit and getattr(model, SCORER_MODULE, None) is None:
-        query_dim, visual_dim = scorer_dims(model.config)
+        deepstack_only = FITTED_SCORERS[config.scorer]
+        query_dim, visual_dim = scorer_dims(model.config, deepstack_only)
         requests = Calibration(calibration.directory, config.calibration_samples).requests()
-        examples = attention_examples(model, loaded.preprocessor, requests, config.score_layer)
+        examples = attention_examples(
+            model, loaded.preprocessor, requests, config.score_layer, deepstack_only
+        )
         scorer, fit = fit_token_scorer(examples, query_dim, visual_dim, seed=config.seed)
         model.add_module(SCORER_MODULE, scorer)
-        plan = {"scorer": "distilled", "sizes": scorer.sizes(), "fit": fit}
+        plan = {"scorer": config.scorer, "sizes": scorer.sizes(), "fit": fit}
     special_ids = loaded.preprocessor.tokenizer.all_special_ids
     return Applied(sparsifier=make_sparsifier(model, config, special_ids), plan=plan)
 

@@ -23,7 +23,9 @@ from slimvl.models.weights import decode_bytes_per_token, weight_bytes
 from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
 
 # A sparsifier drops visual tokens between the vision encoder and the prefill. One that prunes inside the
-# decoder (attention scorer) also has `prefill(model, seq, cache) -> (logits, cache, kept_seq)`, run instead.
+# decoder (attention scorer) also has `prefill(model, seq, cache) -> (logits, cache, kept_seq)`, run instead;
+# one that prunes inside the vision encoder has `encode_images(model, inputs) -> VisualFeatures`, run instead
+# of the plain encoder.
 Sparsifier = Callable[[DecoderSequence], DecoderSequence]
 
 
@@ -70,7 +72,8 @@ class Pipeline:
             with monitor.stage("preprocess"):
                 inputs = self.preprocessor(images, prompt)
             with monitor.stage("vision"):
-                visual = encode_images(self.model, inputs)
+                encode = getattr(self.sparsifier, "encode_images", encode_images)
+                visual = encode(self.model, inputs)
                 seq = build_sequence(self.model, inputs, visual)
                 release_free_memory()
             with monitor.stage("sparsify"):

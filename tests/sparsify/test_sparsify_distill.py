@@ -22,13 +22,15 @@ from slimvl.sparsify.distill import (
     scorer_dims,
 )
 from slimvl.sparsify.scorers import question_mask
-from slimvl.sparsify.sparsifier import TokenSparsifier, make_sparsifier
+from slimvl.sparsify.sparsifier import TokenSparsifier, VisionSparsifier, make_sparsifier
 
 QUESTION = "Which shape is red?"
-DISTILLED = Recipe(
-    name="distilled",
-    sparsification=SparsificationConfig(sparsity_ratio=0.6, scorer="distilled", calibration_samples=8),
-)
+SPARSIFIER_OF_SCORER = {"distilled": TokenSparsifier, "vision": VisionSparsifier}
+
+
+def _fitted_recipe(scorer: str) -> Recipe:
+    config = SparsificationConfig(sparsity_ratio=0.6, scorer=scorer, calibration_samples=8)
+    return Recipe(name=scorer, sparsification=config)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +63,33 @@ def test_scores_one_distribution_over_every_image_of_a_prompt(
     assert float(scores.sum()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_a_model_without_a_fitted_scorer_is_refused(small_model: LoadedModel) -> None:
-    config = SparsificationConfig(scorer="distilled")
-    with pytest.raises(ValueError, match="not fitted"):
-        make_sparsifier(small_model.model, config)
+@pytest.mark.parametrize("scorer", ["distilled", "vision"])
+def test_a_model_without_a_fitted_scorer_is_refused(small_model: LoadedModel, scorer: str) -> None:
+    with pytest.raises(ValueError, match=f"the {scorer} scorer is not fitted"):
+        make_sparsifier(small_model.model, SparsificationConfig(scorer=scorer))
+
+
+def test_the_vision_scorer_sees_the_first_deepstack_feature_alone(small_model: LoadedModel) -> None:
+    requests = Calibration(samples=3).requests()
+    model = small_model.model
+    examples = attention_examples(model, small_model.preprocessor, requests, 1, deepstack_only=True)
+    hidden = model.config.text_config.hidden_size
+    assert scorer_dims(model.config, deepstack_only=True) == (2 * hidden, hidden)
+    for example in examples:
+        assert example.visuals.shape == (example.target.shape[0], hidden)
+    images, prompt = requests[0]
+    inputs = small_model.preprocessor(images, prompt)
+    with torch.inference_mode():
+        first_deepstack = encode_images(model, inputs).deepstack[0]
+    assert torch.equal(examples[0].visuals, first_deepstack)
+
+
+def test_the_vision_scorer_needs_deepstack_layers(small_model: LoadedModel, monkeypatch) -> None:
+    monkeypatch.setattr(small_model.model.config.vision_config, "deepstack_visual_indexes", [])
+    with pytest.raises(ValueError, match="no DeepStack"):
+        make_sparsifier(small_model.model, SparsificationConfig(scorer="vision"))
+    with pytest.raises(ValueError, match="no DeepStack"):
+        scorer_dims(small_model.model.config, deepstack_only=True)
 
 
 def test_calibration_samples_are_checked() -> None:
@@ -72,16 +97,18 @@ def test_calibration_samples_are_checked() -> None:
         SparsificationConfig(scorer="distilled", calibration_samples=1)
 
 
+@pytest.mark.parametrize("scorer", ["distilled", "vision"])
 def test_optimized_directory_keeps_the_fitted_scorer(
-    small_checkpoint: Path, tmp_path: Path, square_image: Image.Image
+    small_checkpoint: Path, tmp_path: Path, square_image: Image.Image, scorer: str
 ) -> None:
-    fitted = slimvl.load(str(small_checkpoint), DISTILLED)
-    out = slimvl.optimize(str(small_checkpoint), DISTILLED, tmp_path / "distilled")
+    recipe = _fitted_recipe(scorer)
+    fitted = slimvl.load(str(small_checkpoint), recipe)
+    out = slimvl.optimize(str(small_checkpoint), recipe, tmp_path / scorer)
     loaded = slimvl.load(out)
 
     plan = json.loads((out / MANIFEST).read_text())["plans"]["sparsification"]
-    assert plan["scorer"] == "distilled" and plan["fit"]["requests"] == 8
-    assert isinstance(loaded.pipeline.sparsifier, TokenSparsifier)
+    assert plan["scorer"] == scorer and plan["fit"]["requests"] == 8
+    assert isinstance(loaded.pipeline.sparsifier, SPARSIFIER_OF_SCORER[scorer])
     original = getattr(fitted.loaded.model, SCORER_MODULE)
     stored = getattr(loaded.loaded.model, SCORER_MODULE)
     assert plan["sizes"] == original.sizes() == stored.sizes()

@@ -104,7 +104,10 @@ class SparsificationConfig(_ValidatedConfig):
     decoder (cheapest: the whole prefill runs on the kept tokens); ``"distilled"`` a small scorer
     before the decoder, fitted when the recipe is applied to reproduce the attention scorer of layer
     ``score_layer`` on ``calibration_samples`` requests (the calibration images, or the synthetic
-    training split) and saved with the optimized model. ``sparsity_method`` picks
+    training split) and saved with the optimized model; ``"vision"`` the same kind of scorer fitted on
+    the visual tokens' first DeepStack features alone, which ranks them inside the vision encoder right
+    after that layer, so that the rest of the vision tower and the whole prefill see only the kept
+    tokens (models with DeepStack layers). ``sparsity_method`` picks
     which tokens survive: the ``top_k`` scored, a ``random`` subset (seeded by ``seed``), or
     a uniform spatial ``grid``.
     """
@@ -119,7 +122,7 @@ class SparsificationConfig(_ValidatedConfig):
     calibration_samples: int = 256
 
     SPARSITY_METHODS: ClassVar[tuple[str, ...]] = ("top_k", "random", "grid")
-    SCORERS: ClassVar[tuple[str, ...]] = ("text_guided", "attention", "distilled")
+    SCORERS: ClassVar[tuple[str, ...]] = ("text_guided", "attention", "distilled", "vision")
 
     def __post_init__(self) -> None:
         self._check_number("sparsity_ratio", "a number in [0, 1)", lambda v: 0 <= v < 1)

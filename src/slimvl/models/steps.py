@@ -22,6 +22,9 @@ class VisualFeatures:
     embeds: torch.Tensor  # (Nv, D), all images concatenated
     deepstack: list[torch.Tensor]  # one (Nv, D) per DeepStack layer
     tokens_per_image: list[int]
+    # (Nv,) bool: the tokens an encoder that prunes computed (the others are zero rows, which
+    # `build_sequence` drops); None: all of them
+    kept: torch.Tensor | None = None
 
 
 @dataclass
@@ -76,7 +79,8 @@ def encode_images(model: Qwen3VLForConditionalGeneration, inputs: ModelInputs) -
 def build_sequence(
     model: Qwen3VLForConditionalGeneration, inputs: ModelInputs, visual: VisualFeatures | None
 ) -> DecoderSequence:
-    """Embed the tokens, put the visual tokens in place and compute the 3-D positions."""
+    """Embed the tokens, put the visual tokens in place and compute the 3-D positions; visual tokens the
+    encoder pruned (`visual.kept`) then leave the sequence, the kept ones keeping their positions."""
     embed = model.get_input_embeddings()
     inputs_embeds = embed(inputs.input_ids)
     visual_mask = inputs.mm_token_type_ids.to(torch.bool)
@@ -88,7 +92,7 @@ def build_sequence(
         )
     else:
         position_ids = torch.arange(inputs.input_ids.shape[1]).view(1, 1, -1).expand(3, 1, -1)
-    return DecoderSequence(
+    seq = DecoderSequence(
         input_ids=inputs.input_ids,
         inputs_embeds=inputs_embeds,
         position_ids=position_ids,
@@ -97,6 +101,11 @@ def build_sequence(
         tokens_per_image=visual.tokens_per_image if visual is not None else [],
         next_position=int(position_ids.max()) + 1,
     )
+    if visual is None or visual.kept is None:
+        return seq
+    keep = torch.ones(seq.length, dtype=torch.bool)
+    keep[visual_mask[0]] = visual.kept
+    return seq.keep(keep)
 
 
 def prefill(

@@ -77,19 +77,34 @@ class TokenScorer(nn.Module):
             return self(*scorer_features(seq, question))
 
 
-def scorer_dims(config: PretrainedConfig) -> tuple[int, int]:
+# scorer name -> whether it sees only the first DeepStack feature of each visual token (it then ranks
+# inside the vision encoder, right after that feature's layer: see `slimvl.sparsify.vision`)
+FITTED_SCORERS = {"distilled": False, "vision": True}
+
+
+def scorer_dims(config: PretrainedConfig, deepstack_only: bool = False) -> tuple[int, int]:
     """(query, visual) feature sizes for a Qwen3-VL `config`."""
     hidden = config.text_config.hidden_size
     deepstack = bool(config.vision_config.deepstack_visual_indexes)
-    return 2 * hidden, (2 if deepstack else 1) * hidden
+    if deepstack_only and not deepstack:
+        raise ValueError("this model has no DeepStack layers: nothing to score inside its vision encoder")
+    return 2 * hidden, (1 if deepstack_only or not deepstack else 2) * hidden
 
 
-def scorer_features(seq: DecoderSequence, question: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Query features (question tokens, 2D): each question token's embedding and the question's mean;
-    visual features (Nv, D or 2D): each visual token's embedding and its first DeepStack feature."""
+def query_features(words: torch.Tensor) -> torch.Tensor:
+    """(question tokens, 2D): each question token's embedding (`words`) beside the question's mean."""
+    return torch.cat([words, words.mean(dim=0, keepdim=True).expand_as(words)], dim=-1)
+
+
+def scorer_features(
+    seq: DecoderSequence, question: torch.Tensor, deepstack_only: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query features (`query_features` of the question rows); visual features (Nv, D or 2D): each
+    visual token's embedding and its first DeepStack feature, or (`deepstack_only`) that feature alone."""
     embeds = seq.inputs_embeds[0]
-    words = embeds[question]
-    queries = torch.cat([words, words.mean(dim=0, keepdim=True).expand_as(words)], dim=-1)
+    queries = query_features(embeds[question])
+    if deepstack_only:
+        return queries, seq.deepstack[0]
     visuals = embeds[seq.visual_mask[0]]
     if seq.deepstack:
         visuals = torch.cat([visuals, seq.deepstack[0]], dim=-1)
@@ -108,15 +123,17 @@ def attention_example(
     seq: DecoderSequence,
     special_ids: Collection[int],
     score_layer: int,
+    deepstack_only: bool = False,
 ) -> Example:
-    """The scorer's inputs for `seq` and the attention scorer's distribution in `score_layer`."""
+    """The scorer's inputs for `seq` (see `scorer_features`) and the attention scorer's distribution in
+    `score_layer`."""
     text = model.model.language_model
     with torch.no_grad():
         cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
         hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, score_layer))
         question = question_mask(seq, special_ids)
         scores = question_attention(model, seq, hidden, question, score_layer).float()
-        queries, visuals = scorer_features(seq, question)
+        queries, visuals = scorer_features(seq, question, deepstack_only)
     return Example(queries.float().clone(), visuals.float().clone(), scores / scores.sum())
 
 
@@ -125,6 +142,7 @@ def attention_examples(
     preprocessor: Preprocessor,
     requests: Iterable[tuple[list, str]],
     score_layer: int,
+    deepstack_only: bool = False,
 ) -> list[Example]:
     """`attention_example` of each calibration request (images, prompt) that holds visual tokens."""
     special_ids = preprocessor.tokenizer.all_special_ids
@@ -134,7 +152,7 @@ def attention_examples(
         with torch.no_grad():
             seq = build_sequence(model, inputs, encode_images(model, inputs))
         if bool(seq.visual_mask.any()):
-            out.append(attention_example(model, seq, special_ids, score_layer))
+            out.append(attention_example(model, seq, special_ids, score_layer, deepstack_only))
     return out
 
 

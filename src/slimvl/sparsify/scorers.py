@@ -25,10 +25,17 @@ def question_mask(seq: DecoderSequence, special_ids: Collection[int] = ()) -> to
     next special token (Qwen's template: `<|vision_end|>` question `<|im_end|>` ...). With no
     `special_ids` the whole text after the last image counts. Never empty: the last token at least.
     """
-    length = seq.length
-    visual = seq.visual_mask[0].nonzero().flatten()
-    start = int(visual[-1]) + 1 if len(visual) else 0
-    special = torch.isin(seq.input_ids[0], torch.tensor(sorted(special_ids), dtype=seq.input_ids.dtype))
+    return question_rows(seq.input_ids[0], seq.visual_mask[0], special_ids)
+
+
+def question_rows(
+    input_ids: torch.Tensor, visual: torch.Tensor, special_ids: Collection[int] = ()
+) -> torch.Tensor:
+    """`question_mask` of a prompt's token ids (L,) and visual mask (L,), before any sequence is built."""
+    length = int(input_ids.shape[0])
+    visual_rows = visual.nonzero().flatten()
+    start = int(visual_rows[-1]) + 1 if len(visual_rows) else 0
+    special = torch.isin(input_ids, torch.tensor(sorted(special_ids), dtype=input_ids.dtype))
     while start < length and special[start]:
         start += 1
     end = start

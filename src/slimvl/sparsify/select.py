@@ -82,13 +82,13 @@ def image_coords(position_ids: torch.Tensor) -> torch.Tensor:
 def select_visual(
     config: SparsificationConfig,
     tokens_per_image: list[int],
-    visual_positions: torch.Tensor,
+    visual_positions: torch.Tensor | None,
     scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Keep mask (Nv,) over all visual tokens, `config.tokens_to_keep(n)` of each image.
 
-    `visual_positions` (3, Nv) are the visual tokens' MRoPE positions (for `grid`); `scores` (Nv,) are
-    needed by `top_k`. `random` draws from a generator seeded with `config.seed` at each call, so one
+    `visual_positions` (3, Nv) are the visual tokens' MRoPE positions, needed by `grid`; `scores` (Nv,)
+    are needed by `top_k`. `random` draws from a generator seeded with `config.seed` at each call, so one
     request always keeps the same tokens.
     """
     generator = torch.Generator().manual_seed(config.seed)
@@ -102,6 +102,8 @@ def select_visual(
         elif config.sparsity_method == "random":
             masks.append(random_mask(n, k, generator))
         else:
+            if visual_positions is None:
+                raise ValueError("select_visual: sparsity_method 'grid' needs the visual positions")
             masks.append(grid_mask(image_coords(visual_positions[:, start : start + n]), k))
         start += n
     return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)

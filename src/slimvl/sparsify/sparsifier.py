@@ -2,7 +2,9 @@
 
 Pre-decoder methods (top-k by the text-guided or the distilled scorer, random, grid) compact the
 `DecoderSequence` before the prefill. The `attention` scorer needs the decoder itself: its sparsifier
-leaves the sequence alone and offers a `prefill` that the pipeline runs instead of the plain one.
+leaves the sequence alone and offers a `prefill` that the pipeline runs instead of the plain one. The
+`vision` scorer ranks inside the vision encoder: its sparsifier offers an `encode_images` that the
+pipeline runs instead of the plain encoder, and the sequence arrives already compact.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import torch
 from transformers import DynamicCache, Qwen3VLForConditionalGeneration
 
 from slimvl.config import SparsificationConfig
-from slimvl.models.steps import DecoderSequence
-from slimvl.sparsify.distill import SCORER_MODULE
+from slimvl.models.preprocess import ModelInputs
+from slimvl.models.steps import DecoderSequence, VisualFeatures
+from slimvl.sparsify.distill import SCORER_MODULE, TokenScorer, query_features
 from slimvl.sparsify.prefill import prefill_with_attention_pruning
-from slimvl.sparsify.scorers import question_mask, text_guided_scores
-from slimvl.sparsify.select import sequence_keep_mask
+from slimvl.sparsify.scorers import question_mask, question_rows, text_guided_scores
+from slimvl.sparsify.select import select_visual, sequence_keep_mask
+from slimvl.sparsify.vision import encode_images_pruned
 
 # (sequence, question mask) -> one score per visual token, higher = keep
 PreDecoderScorer = Callable[[DecoderSequence, torch.Tensor], torch.Tensor]
@@ -70,9 +74,40 @@ class AttentionSparsifier:
         return prefill_with_attention_pruning(model, seq, self.config, self.special_ids, cache)
 
 
+class VisionSparsifier:
+    """Prunes inside the vision encoder (`slimvl.sparsify.vision`): `scorer`, fitted on the first DeepStack
+    features, ranks each image's tokens right after that feature's layer, from the question's embeddings.
+
+    Calling it returns the sequence unchanged; the pipeline must run `encode_images` instead of the
+    plain encoder (the sequence it builds then holds only the kept visual tokens).
+    """
+
+    def __init__(self, config: SparsificationConfig, special_ids: Collection[int], scorer: TokenScorer):
+        self.config = config
+        self.special_ids = frozenset(special_ids)
+        self.scorer = scorer
+
+    def __call__(self, seq: DecoderSequence) -> DecoderSequence:
+        return seq
+
+    def encode_images(
+        self, model: Qwen3VLForConditionalGeneration, inputs: ModelInputs
+    ) -> VisualFeatures | None:
+        ids, visual = inputs.input_ids[0], inputs.mm_token_type_ids[0].to(torch.bool)
+        words = model.get_input_embeddings()(ids[question_rows(ids, visual, self.special_ids)])
+        queries = query_features(words)
+
+        def choose(first_deepstack: torch.Tensor, tokens_per_image: list[int]) -> torch.Tensor:
+            with torch.no_grad():
+                scores = self.scorer(queries, first_deepstack)
+            return select_visual(self.config, tokens_per_image, None, scores)
+
+        return encode_images_pruned(model, inputs, choose)
+
+
 def make_sparsifier(
     model: Qwen3VLForConditionalGeneration, config: SparsificationConfig, special_ids: Collection[int] = ()
-) -> TokenSparsifier | AttentionSparsifier:
+) -> TokenSparsifier | AttentionSparsifier | VisionSparsifier:
     """The sparsifier for `config` on `model`; `special_ids` (the tokenizer's) delimit the question.
 
     The scorer only matters for `top_k` with a ratio above 0; otherwise the pre-decoder path serves
@@ -90,18 +125,36 @@ def make_sparsifier(
     return SPARSIFIERS[config.scorer](model, config, special_ids)
 
 
+def _fitted_scorer(model: Qwen3VLForConditionalGeneration, config: SparsificationConfig) -> TokenScorer:
+    scorer = getattr(model, SCORER_MODULE, None)
+    if scorer is None:
+        raise ValueError(
+            f"the {config.scorer} scorer is not fitted on this model (apply the recipe to fit it)"
+        )
+    return scorer
+
+
 def _distilled(
     model: Qwen3VLForConditionalGeneration, config: SparsificationConfig, special_ids: Collection[int]
 ) -> TokenSparsifier:
-    scorer = getattr(model, SCORER_MODULE, None)
-    if scorer is None:
-        raise ValueError("the distilled scorer is not fitted on this model (apply the recipe to fit it)")
-    return TokenSparsifier(config, special_ids, scorer.score)
+    return TokenSparsifier(config, special_ids, _fitted_scorer(model, config).score)
+
+
+def _vision(
+    model: Qwen3VLForConditionalGeneration, config: SparsificationConfig, special_ids: Collection[int]
+) -> VisionSparsifier:
+    if not model.config.vision_config.deepstack_visual_indexes:
+        raise ValueError(
+            "SparsificationConfig.scorer: got 'vision', allowed for this model: "
+            "'text_guided', 'attention', 'distilled' (it has no DeepStack layers to score after)"
+        )
+    return VisionSparsifier(config, special_ids, _fitted_scorer(model, config))
 
 
 # scorer name -> the sparsifier that ranks by it (for top_k with a ratio above 0)
-SPARSIFIERS: dict[str, Callable[..., TokenSparsifier | AttentionSparsifier]] = {
+SPARSIFIERS: dict[str, Callable[..., TokenSparsifier | AttentionSparsifier | VisionSparsifier]] = {
     "text_guided": lambda _model, config, special_ids: TokenSparsifier(config, special_ids),
     "attention": lambda _model, config, special_ids: AttentionSparsifier(config, special_ids),
     "distilled": _distilled,
+    "vision": _vision,
 }
