@@ -1,9 +1,9 @@
 """Accuracy against visual tokens kept, for each way of keeping fewer: the curves of issue "sparsify".
 
 Every point answers the same questions (the first N of a split) as the unsparsified model, so each point
-carries its paired difference against it. The methods are the sparsifier's (text-guided, attention and distilled
-top-k, random, spatial grid) and the user's obvious alternative: a lower image resolution that yields
-the same number of tokens.
+carries its paired difference against it. The methods are the sparsifier's (text-guided, attention,
+distilled and vision top-k, random, spatial grid) and the user's obvious alternative: a lower image
+resolution that yields the same number of tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def default_methods(score_layer: int = 1) -> list[CurveMethod]:
         CurveMethod("text_guided", replace(base, scorer="text_guided")),
         CurveMethod("attention", replace(base, scorer="attention", score_layer=score_layer)),
         CurveMethod("distilled", replace(base, scorer="distilled", score_layer=score_layer)),
+        CurveMethod("vision", replace(base, scorer="vision", score_layer=score_layer)),
         CurveMethod("random", replace(base, sparsity_method="random")),
         CurveMethod("grid", replace(base, sparsity_method="grid")),
         CurveMethod("lowres", None),
