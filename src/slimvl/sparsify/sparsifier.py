@@ -93,6 +93,8 @@ class VisionSparsifier:
     def encode_images(
         self, model: Qwen3VLForConditionalGeneration, inputs: ModelInputs
     ) -> VisualFeatures | None:
+        if inputs.pixel_values is None:
+            return None
         ids, visual = inputs.input_ids[0], inputs.mm_token_type_ids[0].to(torch.bool)
         words = model.get_input_embeddings()(ids[question_rows(ids, visual, self.special_ids)])
         queries = query_features(words)
