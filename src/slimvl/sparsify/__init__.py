@@ -4,13 +4,21 @@ from slimvl.sparsify.lowres import downscale_to_budget, size_for_tokens, visual_
 from slimvl.sparsify.prefill import prefill_with_attention_pruning
 from slimvl.sparsify.scorers import attention_scores, question_mask, text_guided_scores
 from slimvl.sparsify.select import grid_mask, random_mask, select_visual, top_k_mask
-from slimvl.sparsify.sparsifier import AttentionSparsifier, TokenSparsifier, make_sparsifier
+from slimvl.sparsify.sparsifier import (
+    AttentionSparsifier,
+    TokenSparsifier,
+    VisionSparsifier,
+    make_sparsifier,
+)
+from slimvl.sparsify.vision import encode_images_pruned
 
 __all__ = [
     "AttentionSparsifier",
     "TokenSparsifier",
+    "VisionSparsifier",
     "attention_scores",
     "downscale_to_budget",
+    "encode_images_pruned",
     "grid_mask",
     "make_sparsifier",
     "prefill_with_attention_pruning",
