@@ -2,6 +2,7 @@
 
 python scripts/readme_table.py bench benchmarks/results/bench_2b_peers.md     # a `slimvl bench --md-out` report
 python scripts/readme_table.py accuracy benchmarks/results/tiny              # `benchmarks/tiny_accuracy.sh` output
+python scripts/readme_table.py accuracy-check benchmarks/results/tiny_n2000  # its rows on more questions
 python scripts/readme_table.py scorers benchmarks/results/bench_2b_sparsify_scorers.md   # a second bench report
 """
 
@@ -88,7 +89,12 @@ def accuracy_block(folder: str) -> str:
 
 
 def main(kind: str, source: str, readme: str = "README.md") -> None:
-    blocks = {"bench": bench_block, "accuracy": accuracy_block, "scorers": bench_block}
+    blocks = {
+        "bench": bench_block,
+        "accuracy": accuracy_block,
+        "accuracy-check": accuracy_block,
+        "scorers": bench_block,
+    }
     if kind not in blocks:
         raise SystemExit(f"kind: got {kind!r}, allowed: {', '.join(blocks)}")
     _replace_block(readme, kind, source, blocks[kind](source))
@@ -96,5 +102,7 @@ def main(kind: str, source: str, readme: str = "README.md") -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
-        raise SystemExit("usage: python scripts/readme_table.py bench|accuracy|scorers SOURCE [README]")
+        raise SystemExit(
+            "usage: python scripts/readme_table.py bench|accuracy|accuracy-check|scorers SOURCE [README]"
+        )
     main(*sys.argv[1:])
