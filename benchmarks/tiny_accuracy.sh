@@ -11,8 +11,7 @@ N="${N:-1000}"
 OUT_CHECK=benchmarks/results/tiny_n2000
 N_CHECK="${N_CHECK:-2000}"
 SLIMVL=.venv/bin/slimvl
-mkdir -p "$OUT"
-mkdir -p "$OUT_CHECK"
+mkdir -p "$OUT" "$OUT_CHECK"
 run() {  # run NAME ARGS...: one JSON object into $OUT/NAME.json, written whole or not at all
     local name=$1; shift
     "$SLIMVL" eval builtin:tiny --n "$N" --threads 2 --json "$@" > "$OUT/.$name.json.tmp"
