@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Accuracy of builtin:tiny and of each optimization on it, on the same 1000 test questions; then the rows
-# whose bars are within their 1000-question interval (int8 dynamic, the three scorers) on
+# whose bars are within their 1000-question interval (int8 dynamic and static, the three scorers) on
 # 2000 test questions (the first 1000 and the next 1000).
 # Writes benchmarks/results/tiny/*.json, benchmarks/results/tiny_n2000/*.json (and the model directory's
 # eval.json); about 30 minutes on 2 cores.
@@ -36,6 +36,7 @@ run sparsify_distilled --recipe benchmarks/recipes/sparsify-distilled.yaml --bas
 # Scored from the first DeepStack feature and pruned inside the vision encoder (fitted the same way).
 run sparsify_vision --recipe benchmarks/recipes/sparsify-vision.yaml --baseline none
 check int8_dynamic --recipe int8 --baseline none
+check int8_static --recipe benchmarks/recipes/int8-static.yaml --baseline none
 check sparsify_seed --recipe sparsify --baseline none
 check sparsify_distilled --recipe benchmarks/recipes/sparsify-distilled.yaml --baseline none
 check sparsify_vision --recipe benchmarks/recipes/sparsify-vision.yaml --baseline none
