@@ -1,28 +1,41 @@
-"""slimvl: Qwen3-VL fast and small on a laptop CPU, with every optimization measured."""
+"""slimvl: Qwen3-VL fast and small on a laptop CPU, with every optimization measured.
 
-from slimvl.api import SlimModel, generate, load, optimize
-from slimvl.config import (
-    AdaptivePrecisionConfig,
-    INT8QuantizationConfig,
-    PruningConfig,
-    Recipe,
-    SparsificationConfig,
-)
-from slimvl.errors import InputError, ModelLoadError, SlimvlError
+The public names are imported on first use, so that the ``slimvl`` command can re-execute itself
+(`slimvl.hugepages`) before PyTorch and transformers are loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AdaptivePrecisionConfig",
-    "INT8QuantizationConfig",
-    "InputError",
-    "ModelLoadError",
-    "PruningConfig",
-    "Recipe",
-    "SlimModel",
-    "SlimvlError",
-    "SparsificationConfig",
-    "generate",
-    "load",
-    "optimize",
-]
+_MODULE_OF = {
+    "SlimModel": "slimvl.api",
+    "generate": "slimvl.api",
+    "load": "slimvl.api",
+    "optimize": "slimvl.api",
+    "AdaptivePrecisionConfig": "slimvl.config",
+    "INT8QuantizationConfig": "slimvl.config",
+    "PruningConfig": "slimvl.config",
+    "Recipe": "slimvl.config",
+    "SparsificationConfig": "slimvl.config",
+    "InputError": "slimvl.errors",
+    "ModelLoadError": "slimvl.errors",
+    "SlimvlError": "slimvl.errors",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'slimvl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])

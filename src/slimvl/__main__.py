@@ -1,7 +1,5 @@
 """`python -m slimvl`: the same as the `slimvl` command."""
 
-import sys
+from slimvl.console import main
 
-from slimvl.cli import main
-
-sys.exit(main())
+main()

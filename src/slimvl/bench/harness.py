@@ -33,6 +33,7 @@ from slimvl.bench.rows import (
 from slimvl.bench.scenario import Scenario
 from slimvl.config import preset, resolve_recipe
 from slimvl.errors import ModelLoadError
+from slimvl.hugepages import huge_page_env
 from slimvl.models.loader import BUILTIN_PREFIX, builtin_names, read_checkpoint_config
 from slimvl.monitor import EnergyMeter, machine_info, measure_read_bandwidth
 from slimvl.monitor.sampler import usable_cpus
@@ -173,7 +174,7 @@ def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> di
                 "max_new_tokens": scenario.max_new_tokens,
                 "warmup_image": str(images[0]),
             }
-            return worker_argv(row, spec), env
+            return worker_argv(row, spec), huge_page_env(env) if row.kind == "slimvl" else env
 
         run_order, notes = run_interleaved(
             results,

@@ -31,6 +31,18 @@ def _vm_hwm_mb() -> float | None:
     return None
 
 
+def _anon_huge_mb() -> float | None:
+    """``AnonHugePages`` of this process (OpenVINO asks for huge pages for some of its buffers itself)."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return None
+
+
 def _reset_vm_hwm() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -123,6 +135,7 @@ def main() -> int:
             "export_s": spec.get("export_s"),
             "weight_bytes": runner.weight_bytes,
             "decode_weight_bytes": runner.decode_weight_bytes,
+            "huge_page_mb": _anon_huge_mb(),
             "warmup": warmup,
         }
     )

@@ -54,6 +54,7 @@ def row_record(result: RowResult, read_bandwidth_gbps: float, threads: int) -> d
         "load_peak_rss_mb": ready.get("load_peak_rss_mb"),
         "export_s": ready.get("export_s"),
         "cpu_capability": ready.get("cpu_capability"),
+        "huge_page_mb": ready.get("huge_page_mb"),
         "notes": list(spec.notes),
     }
     summaries: dict[str, Summary | None] = summarize_runs(runs, SUMMARY_KEYS)

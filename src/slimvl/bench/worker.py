@@ -23,6 +23,7 @@ import torch
 import transformers.utils.logging as hf_logging
 
 from slimvl.bench.runners import RUNNERS
+from slimvl.hugepages import huge_page_bytes
 from slimvl.models.preprocess import load_image
 from slimvl.monitor.sampler import read_vm_hwm_bytes
 
@@ -56,6 +57,7 @@ def serve(spec: dict[str, Any], send: Send) -> int:
         load_s = time.perf_counter() - start
         load_peak = read_vm_hwm_bytes()
         warmup = runner.run(load_image(spec["warmup_image"]), question, max_new_tokens)
+        huge = huge_page_bytes()
     except Exception as exc:  # the row's failure, reported to the parent: never hidden
         send({"event": "error", "error": one_line(exc)})
         return 1
@@ -67,6 +69,7 @@ def serve(spec: dict[str, Any], send: Send) -> int:
             "weight_bytes": runner.weight_bytes,
             "decode_weight_bytes": runner.decode_weight_bytes,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "huge_page_mb": None if huge is None else huge / 1e6,
             "warmup": warmup,
         }
     )
