@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from slimvl import optimizations
+from slimvl.bench import harness
 from slimvl.bench.harness import BenchOptions, bench_rows, initial_result, worker_env
 from slimvl.bench.profiles import get_profile
 from slimvl.bench.rows import PEER_NAMES, parse_peers, peer_row, slimvl_row
@@ -70,3 +71,11 @@ def test_worker_env_fixes_threads_and_applies_the_profile_caps(monkeypatch: pyte
     assert env["OMP_NUM_THREADS"] == "3" and env["MKL_NUM_THREADS"] == "3"
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert "ATEN_CPU_CAPABILITY" not in worker_env(3, get_profile("native"))
+
+
+def test_every_worker_gets_the_same_huge_page_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(
+        harness, "huge_page_env", lambda env: {**env, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    )
+    assert worker_env(2, get_profile("native"))["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"

@@ -141,7 +141,10 @@ def initial_result(row: RowSpec) -> RowResult:
 
 
 def worker_env(threads: int, profile: Profile) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of every row's worker, peers included: fixed thread counts, the profile's caps,
+    and huge pages for the heap (`slimvl.hugepages`) where the machine gives them only on request, so
+    that no row is measured with 4 KB pages beside another with 2 MB ones."""
+    env = huge_page_env(os.environ)
     env.update(
         {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     )
@@ -174,7 +177,7 @@ def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> di
                 "max_new_tokens": scenario.max_new_tokens,
                 "warmup_image": str(images[0]),
             }
-            return worker_argv(row, spec), huge_page_env(env) if row.kind == "slimvl" else env
+            return worker_argv(row, spec), env
 
         run_order, notes = run_interleaved(
             results,

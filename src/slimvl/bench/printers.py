@@ -150,6 +150,11 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         f"energy: {report['energy_note']}",
     ]
     lines += [f"profile: {note}" for note in profile["notes"]]
+    huge = [f"{row['name']} {row['huge_page_mb']:,.0f}" for row in report["rows"] if row.get("huge_page_mb")]
+    if huge:
+        lines.append(
+            f"huge pages (MB of each worker's memory in 2 MB pages after its warm-up): {', '.join(huge)}"
+        )
     lines += [f"note: {note}" for note in report["notes"]]
     return lines
 
