@@ -23,6 +23,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from slimvl.procfs import kb_field_bytes
+
 TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "SLIMVL_HUGE_PAGES"
 _THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -43,7 +45,10 @@ def glibc_supports_tunable() -> bool:
     library, version = platform.libc_ver()
     if library != "glibc" or not version:
         return False
-    major, minor = (int(part) for part in version.split(".")[:2])
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
     return (major, minor) >= (2, 35)
 
 
@@ -69,7 +74,7 @@ def reexec_with_huge_pages() -> None:
     return. Call it first thing in an entry point, before anything is loaded: the arguments and the
     interpreter's own flags are passed on unchanged (``sys.orig_argv``)."""
     env = huge_page_env(os.environ)
-    if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
+    if not sys.executable or env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -78,11 +83,4 @@ def reexec_with_huge_pages() -> None:
 
 def huge_page_bytes(path: Path = Path("/proc/self/smaps_rollup")) -> int | None:
     """How much of this process's anonymous memory lies in huge pages (``AnonHugePages``), None off Linux."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1]) * 1024
-    return None
+    return kb_field_bytes(path, "AnonHugePages")

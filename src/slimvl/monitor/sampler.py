@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psutil
 
+from slimvl.procfs import kb_field_bytes
+
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -23,14 +25,7 @@ def usable_cpus() -> int:
 
 def read_vm_hwm_bytes() -> int | None:
     """The kernel's peak RSS for this process (``VmHWM``), or None off Linux."""
-    try:
-        text = _PROC_STATUS.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
+    return kb_field_bytes(_PROC_STATUS, "VmHWM")
 
 
 def _reset_vm_hwm() -> bool:
