@@ -88,21 +88,21 @@ def accuracy_block(folder: str) -> str:
     return "\n".join(rows)
 
 
+BLOCKS = {  # README block name -> what renders it from its source
+    "bench": bench_block,
+    "accuracy": accuracy_block,
+    "accuracy-check": accuracy_block,
+    "scorers": bench_block,
+}
+
+
 def main(kind: str, source: str, readme: str = "README.md") -> None:
-    blocks = {
-        "bench": bench_block,
-        "accuracy": accuracy_block,
-        "accuracy-check": accuracy_block,
-        "scorers": bench_block,
-    }
-    if kind not in blocks:
-        raise SystemExit(f"kind: got {kind!r}, allowed: {', '.join(blocks)}")
-    _replace_block(readme, kind, source, blocks[kind](source))
+    if kind not in BLOCKS:
+        raise SystemExit(f"kind: got {kind!r}, allowed: {', '.join(BLOCKS)}")
+    _replace_block(readme, kind, source, BLOCKS[kind](source))
 
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
-        raise SystemExit(
-            "usage: python scripts/readme_table.py bench|accuracy|accuracy-check|scorers SOURCE [README]"
-        )
+        raise SystemExit(f"usage: python scripts/readme_table.py {'|'.join(BLOCKS)} SOURCE [README]")
     main(*sys.argv[1:])

@@ -24,23 +24,25 @@ import openvino_genai as ov_genai
 from PIL import Image
 
 
-def _vm_hwm_mb() -> float | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def _proc_mb(name: str, field: str) -> float | None:
+    """The ``field: N kB`` line of ``/proc/self/<name>`` in MB (this worker cannot import slimvl's reader)."""
+    try:
+        text = Path("/proc/self", name).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024 / 1e6
     return None
+
+
+def _vm_hwm_mb() -> float | None:
+    return _proc_mb("status", "VmHWM")
 
 
 def _anon_huge_mb() -> float | None:
     """``AnonHugePages`` of this process (OpenVINO asks for huge pages for some of its buffers itself)."""
-    try:
-        text = Path("/proc/self/smaps_rollup").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    return None
+    return _proc_mb("smaps_rollup", "AnonHugePages")
 
 
 def _reset_vm_hwm() -> None:
