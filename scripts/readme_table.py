@@ -1,15 +1,29 @@
-"""Put measured tables into README.md between their markers (never typed by hand).
+"""Put measured tables into README.md and docs/*.md between their markers (never typed by hand).
 
+A block is the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`; its first line names the
+sources it was generated from, so that it can be generated again from them.
+
+python scripts/readme_table.py                 # every block in README.md and docs/*.md, from the sources it names
+python scripts/readme_table.py --check         # the same, but only say which blocks differ (exit 1 if any)
+python scripts/readme_table.py headline benchmarks/results/bench_2b_peers.json benchmarks/results/tiny
 python scripts/readme_table.py bench benchmarks/results/bench_2b_peers.md     # a `slimvl bench --md-out` report
 python scripts/readme_table.py accuracy benchmarks/results/tiny              # `benchmarks/tiny_accuracy.sh` output
 python scripts/readme_table.py accuracy-check benchmarks/results/tiny_n2000  # its rows on more questions
 python scripts/readme_table.py scorers benchmarks/results/bench_2b_sparsify_scorers.md   # a second bench report
+python scripts/readme_table.py curves benchmarks/results/sparsify_curves_tiny.json  # benchmarks/sparsify_curves.py
 """
 
+from __future__ import annotations
+
 import json
+import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = "src/slimvl/bench/SCHEMA.md"
 QUESTION_TYPES = ("color", "shape", "count", "exists", "position", "relation")
 # file in the accuracy folder -> what its row is
 ACCURACY_ROWS = {
@@ -20,32 +34,39 @@ ACCURACY_ROWS = {
     "int8_static_smoothquant": "int8, static + SmoothQuant (alpha 0.5)",
     "int8_dynamic_full_range": "int8, dynamic, 8-bit activations (VNNI CPUs only)",
     "int8_weight_only": "int8 weights only, activations bf16 or fp32 (activation_bits 16)",
-    "sparsify_seed": "sparsification, seed setting (60%; preset sparsify: attention scorer)",
-    "sparsify_distilled": "sparsification, seed setting, distilled pre-decoder scorer",
-    "sparsify_vision": "sparsification, seed setting, scored and pruned inside the vision encoder",
+    "sparsify_seed": "60% of image tokens dropped, attention scorer (preset sparsify)",
+    "sparsify_distilled": "60% of image tokens dropped, distilled scorer",
+    "sparsify_vision": "60% of image tokens dropped, vision scorer",
 }
 
+# The README's headline: bench row -> (what it is, the accuracy files that go with it). An accuracy file
+# belongs to a row only when it measured the same optimization on builtin:tiny; None: not measured.
+HEADLINE_ROWS = {
+    "slimvl:int8@2b-int8": ("slimvl, int8", ("int8_dynamic",)),
+    "slimvl:int8-sparsify@2b-int8-sparsify": (
+        "slimvl, int8 + 60% of image tokens dropped",
+        ("int8_dynamic", "sparsify_seed"),
+    ),
+    "hf-fp32": ("transformers fp32 (unoptimized)", ("eval_test",)),
+    "openvino-int8": ("OpenVINO GenAI int8", None),
+    "openvino-int8-prune60": ("OpenVINO GenAI int8 + 60% of image tokens dropped (its own way)", None),
+}
+HEADLINE_ACCURACY_LABELS = {"int8_dynamic": "int8", "sparsify_seed": "dropping tokens"}
 
-def _replace_block(readme: str, name: str, source: str, body: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = Path(readme).read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} block")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    note = f"Generated from `{source}` by `scripts/readme_table.py`."
-    Path(readme).write_text(f"{head}{start}\n{note}\n\n{body.strip()}\n{end}{tail}")
 
-
-def bench_block(report: str) -> str:
-    """The report without its title; its sections become headings under the README's own subsection."""
-    lines = Path(report).read_text().strip().splitlines()
-    kept = [line for line in lines if not line.startswith("# ")]
-    return "\n".join("##" + line if line.startswith("## ") else line for line in kept)
+def _documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
+
+
+def bench_block(report: str) -> str:
+    """A `slimvl bench --md-out` report without its title; its sections become headings one level down."""
+    lines = Path(report).read_text().strip().splitlines()
+    kept = [line for line in lines if not line.startswith("# ")]
+    return "\n".join("##" + line if line.startswith("## ") else line for line in kept)
 
 
 def accuracy_block(folder: str) -> str:
@@ -88,21 +109,190 @@ def accuracy_block(folder: str) -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {  # README block name -> what renders it from its source
-    "bench": bench_block,
-    "accuracy": accuracy_block,
-    "accuracy-check": accuracy_block,
-    "scorers": bench_block,
+def _headline_accuracy(folder: Path, stems: tuple[str, ...] | None) -> str:
+    if stems is None:
+        return "not measured"
+    results = {s: json.loads((folder / f"{s}.json").read_text()) for s in stems}
+    if len(stems) == 1:
+        r = results[stems[0]]
+        diff = r.get("paired_difference")
+        return f"{_pct(r['accuracy'])}%" + (f" ({100 * diff['delta']:+.1f} points)" if diff else "")
+    parts = [
+        f"{100 * results[s]['paired_difference']['delta']:+.1f} ({HEADLINE_ACCURACY_LABELS[s]})"
+        for s in stems
+    ]
+    return " and ".join(parts) + " points, each measured alone"
+
+
+def headline_block(report: str, accuracy_folder: str) -> str:
+    """A few rows of a bench JSON report beside builtin:tiny's accuracy for the same optimization."""
+    r = json.loads(Path(report).read_text())
+    by_name = {row["name"]: row for row in r["rows"]}
+    missing = [name for name in HEADLINE_ROWS if name not in by_name]
+    if missing:
+        raise SystemExit(f"{report} has no row {', '.join(missing)}: edit HEADLINE_ROWS")
+    header = [
+        "",
+        "time to first token",
+        "decode speed",
+        "peak memory",
+        "accuracy on builtin:tiny",
+    ]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, (label, stems) in HEADLINE_ROWS.items():
+        row = by_name[name]
+        if row["status"] != "ok":
+            raise SystemExit(f"{report}: row {name} is {row['status']}: {row.get('error')}")
+        cells = [
+            label,
+            f"{row['ttft_ms'] / 1000:.2f} s",
+            f"{row['decode_tok_s']:.1f} tokens/s",
+            f"{row['peak_rss_mb'] / 1000:.1f} GB",
+            _headline_accuracy(Path(accuracy_folder), stems),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    machine = r["machine"]
+    n = json.loads((Path(accuracy_folder) / "eval_test.json").read_text())["n"]
+    rows += [
+        "",
+        f"Speed and memory: `{r['model']}` (the Qwen3-VL-2B architecture with random weights), one "
+        f"{r['scenario']['image_size'][0]}×{r['scenario']['image_size'][1]} image, "
+        f"{r['scenario']['max_new_tokens']} new tokens, {r['threads']} threads on a "
+        f"{machine['physical_cores']}-core {machine['cpu_model']}, median of {r['runs']} runs. "
+        f"Accuracy: exact-match answers on the first {n} test questions of builtin:tiny "
+        "(points: change against the unoptimized model on the same questions; transformers gives the "
+        "unoptimized model's answers, which slimvl without a recipe reproduces token for token).",
+    ]
+    return "\n".join(rows)
+
+
+CURVE_METHODS = {  # method in a sparsify_curves record -> what its row is
+    "attention": "attention scorer (preset sparsify)",
+    "distilled": "distilled scorer",
+    "vision": "vision scorer",
+    "text_guided": "embedding similarity (text_guided)",
+    "random": "random tokens",
+    "grid": "uniform grid",
+    "lowres": "smaller image instead (tokens it gives)",
 }
 
 
-def main(kind: str, source: str, readme: str = "README.md") -> None:
-    if kind not in BLOCKS:
-        raise SystemExit(f"kind: got {kind!r}, allowed: {', '.join(BLOCKS)}")
-    _replace_block(readme, kind, source, BLOCKS[kind](source))
+def curves_block(record: str) -> str:
+    """Accuracy against image tokens kept, one row per method, from `benchmarks/sparsify_curves.py`."""
+    r = json.loads(Path(record).read_text())
+    kept = sorted({p["kept_target"] for p in r["points"]})
+    by_method: dict[str, dict[int, dict]] = {}
+    for p in r["points"]:
+        by_method.setdefault(p["method"], {})[p["kept_target"]] = p
+    header = ["tokens kept of " + str(r["visual_tokens"]), *(str(k) for k in kept)]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    known = [m for m in CURVE_METHODS if m in by_method]
+    for method in known + [m for m in by_method if m not in CURVE_METHODS]:
+        points = by_method[method]
+        cells = []
+        for k in kept:
+            p = points.get(k)
+            if p is None:
+                cells.append("-")
+            elif p["kept_tokens"] != k:
+                cells.append(f"{_pct(p['accuracy'])} ({p['kept_tokens']})")
+            else:
+                cells.append(_pct(p["accuracy"]))
+        rows.append("| " + " | ".join([CURVE_METHODS.get(method, method), *cells]) + " |")
+    rows += [
+        "",
+        f"Exact-match accuracy % of `{r['model']}` on the first {r['n']} {r['split']} questions; "
+        f"with every token: {_pct(r['full']['accuracy'])}%. A smaller image gives a few tokens fewer "
+        "than the target (in brackets).",
+    ]
+    return "\n".join(rows)
+
+
+# block name -> (what renders it from its sources, the sources it is generated from by default)
+BLOCKS: dict[str, tuple[Callable[..., str], tuple[str, ...]]] = {
+    "headline": (headline_block, ("benchmarks/results/bench_2b_peers.json", "benchmarks/results/tiny")),
+    "bench": (bench_block, ("benchmarks/results/bench_2b_peers.md",)),
+    "accuracy": (accuracy_block, ("benchmarks/results/tiny",)),
+    "accuracy-check": (accuracy_block, ("benchmarks/results/tiny_n2000",)),
+    "scorers": (bench_block, ("benchmarks/results/bench_2b_sparsify_scorers.md",)),
+    "curves": (curves_block, ("benchmarks/results/sparsify_curves_tiny.json",)),
+}
+_BLOCK = re.compile(r"<!-- (?P<name>[\w-]+):start -->\n(?P<body>.*?)<!-- (?P=name):end -->", re.S)
+_NOTE = re.compile(r"Generated from (.*?) by `scripts/readme_table.py`\.")
+
+
+def _note(sources: tuple[str, ...]) -> str:
+    return f"Generated from {' and '.join(f'`{s}`' for s in sources)} by `scripts/readme_table.py`."
+
+
+def _sources_named(body: str) -> tuple[str, ...] | None:
+    match = _NOTE.search(body.split("\n", 1)[0])
+    return tuple(re.findall(r"`([^`]+)`", match.group(1))) if match else None
+
+
+def render(name: str, sources: tuple[str, ...], document: Path) -> str:
+    """The whole body of block `name` in `document`: the note naming its sources, then the rendered text."""
+    if name not in BLOCKS:
+        raise SystemExit(f"block: got {name!r}, allowed: {', '.join(BLOCKS)}")
+    render_fn, _ = BLOCKS[name]
+    cwd = Path.cwd()
+    try:
+        os.chdir(ROOT)  # sources are paths from the repository root
+        body = render_fn(*sources).strip()
+    finally:
+        os.chdir(cwd)
+    schema = os.path.relpath(ROOT / SCHEMA, document.parent)
+    body = body.replace("see SCHEMA.md", f"see [SCHEMA.md]({schema})")
+    return f"{_note(sources)}\n\n{body}\n"
+
+
+def regenerate(text: str, document: Path, only: str | None = None, sources: tuple[str, ...] = ()) -> str:
+    """`text` with its blocks generated again: every block from the sources its note names (or the
+    block's default sources), or only block `only` from `sources`."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match["name"]
+        if only is not None and name != only:
+            return match[0]
+        if only is not None and sources:
+            used = sources
+        else:
+            used = _sources_named(match["body"]) or BLOCKS.get(name, (None, ()))[1]
+        return f"<!-- {name}:start -->\n{render(name, used, document)}<!-- {name}:end -->"
+
+    return _BLOCK.sub(replace, text)
+
+
+def blocks_in(text: str) -> list[str]:
+    return [m["name"] for m in _BLOCK.finditer(text)]
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    args = [a for a in argv if a != "--check"]
+    only, sources = (args[0], tuple(args[1:])) if args else (None, ())
+    if only is not None and only not in BLOCKS:
+        raise SystemExit(f"usage: python scripts/readme_table.py [--check] [{'|'.join(BLOCKS)} [SOURCE...]]")
+    found, stale = False, []
+    for document in _documents():
+        text = document.read_text()
+        if only is not None and only not in blocks_in(text):
+            continue
+        found = True
+        new = regenerate(text, document, only, sources)
+        if new != text:
+            stale.append(document.relative_to(ROOT))
+            if not check:
+                document.write_text(new)
+    if only is not None and not found:
+        raise SystemExit(f"no document has a <!-- {only}:start --> ... <!-- {only}:end --> block")
+    if check and stale:
+        print("not as generated (run python scripts/readme_table.py): " + ", ".join(map(str, stale)))
+        return 1
+    for path in stale:
+        print(f"regenerated {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
-        raise SystemExit(f"usage: python scripts/readme_table.py {'|'.join(BLOCKS)} SOURCE [README]")
-    main(*sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
