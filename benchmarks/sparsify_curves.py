@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from slimvl.bench.sparsify_curves import sparsify_curves, write_curves
+from slimvl.experiments.sparsify_curves import sparsify_curves, write_curves
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ from slimvl.data import make_example
 from slimvl.models.decode import StaticKVCache
 from slimvl.models.steps import build_sequence, encode_images, prefill
 from slimvl.monitor import machine_info
-from slimvl.sparsify.prefill import prune_cache, question_attention, run_layers
+from slimvl.sparsify.prefill import drop_from_cache, question_attention, run_layers
 from slimvl.sparsify.scorers import question_mask
 from slimvl.sparsify.select import sequence_keep_mask
 from slimvl.sparsify.sparsifier import AttentionSparsifier, TokenSparsifier
@@ -56,7 +56,7 @@ def split_parts_ms(model, seq, config, special_ids) -> dict[str, float]:
     start = time.perf_counter()
     keep = sequence_keep_mask(config, seq, scores)
     kept = seq.keep(keep)
-    prune_cache(cache, keep, range(0, split))
+    drop_from_cache(cache, keep, range(0, split))
     parts["select_and_prune"] = _ms(start)
     start = time.perf_counter()
     hidden = run_layers(model, hidden[:, keep], kept, cache, range(split, len(text.layers)))
@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     slim = slimvl.load(args.model, threads=args.threads)
     torch.set_num_threads(args.threads)
-    model, distilled = slim.pipeline.model, slim.pipeline.sparsifier
+    model, distilled = slim.pipeline.model, slim.pipeline.hooks
     if not isinstance(distilled, TokenSparsifier) or distilled.config.scorer != "distilled":
         raise SystemExit(f"{args.model}: its recipe must use `scorer: distilled`")
     attention = AttentionSparsifier(replace(distilled.config, scorer="attention"), distilled.special_ids)

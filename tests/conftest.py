@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from slimvl import registry
 from slimvl.models.checkpoint import write_random_checkpoint
 from slimvl.models.loader import LoadedModel, load_model
 
@@ -40,3 +42,16 @@ def image_file(tmp_path: Path, square_image: Image.Image) -> Path:
     path = tmp_path / "square.png"
     square_image.save(path)
     return path
+
+
+@pytest.fixture
+def not_built(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """`not_built("int8", ...)`: those recipe sections have no handler for the rest of the test."""
+    real = registry.handler
+
+    def hide(*keys: str) -> None:
+        monkeypatch.setattr(
+            registry, "handler", lambda section: None if section.key in keys else real(section)
+        )
+
+    return hide

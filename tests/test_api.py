@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import slimvl
-from slimvl import api, optimizations
+from slimvl import api
 from slimvl.config import preset
 from slimvl.errors import InputError, ModelLoadError
 
@@ -45,15 +45,17 @@ def _must_not_load(*args: object, **kwargs: object) -> None:
     raise AssertionError("the model was loaded although the request was invalid")
 
 
-def test_recipe_without_handler_is_not_built(monkeypatch: pytest.MonkeyPatch, small_checkpoint: Path) -> None:
-    monkeypatch.delitem(optimizations.OPTIMIZATIONS, "int8", raising=False)
+def test_recipe_without_handler_is_not_built(
+    monkeypatch: pytest.MonkeyPatch, small_checkpoint: Path, not_built
+) -> None:
+    not_built("int8")
     monkeypatch.setattr(api, "load_model", _must_not_load)  # the recipe is checked first
     with pytest.raises(api.NotBuiltError, match="'int8' asks for int8: not built"):
         slimvl.load(str(small_checkpoint), "int8")
 
 
 def test_the_seed_snippet_imports_from_the_package() -> None:
-    """The seed's snippet imports its configs from the top-level package (it runs in tests/config)."""
+    """The configuration snippet slimvl was specified with imports its configs from the top-level package (it runs in tests/config)."""
     from slimvl import AdaptivePrecisionConfig, INT8QuantizationConfig, PruningConfig, SparsificationConfig
 
     assert (INT8QuantizationConfig, SparsificationConfig, PruningConfig, AdaptivePrecisionConfig) == (

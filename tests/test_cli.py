@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from slimvl import api, optimizations
+from slimvl import api
 from slimvl.api import missing_optimizations
 from slimvl.cli import main
 from slimvl.config import PRESET_NAMES, Recipe, preset
@@ -210,9 +210,9 @@ def test_recipe_not_built_is_a_user_error(
     small_checkpoint: Path,
     image_file: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    not_built,
 ) -> None:
-    monkeypatch.delitem(optimizations.OPTIMIZATIONS, "int8", raising=False)
+    not_built("int8")
     assert main([*_run_args(small_checkpoint, image_file), "--recipe", "int8"]) == 2
     assert capsys.readouterr().err.startswith("slimvl: error: recipe 'int8' asks for int8")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from slimvl.config.sections import sections as _sections  # the standard library and dataclasses only
+
 __version__ = "0.1.0"
 
 _MODULE_OF = {
@@ -16,11 +18,8 @@ _MODULE_OF = {
     "generate": "slimvl.api",
     "load": "slimvl.api",
     "optimize": "slimvl.api",
-    "AdaptivePrecisionConfig": "slimvl.config",
-    "INT8QuantizationConfig": "slimvl.config",
-    "PruningConfig": "slimvl.config",
     "Recipe": "slimvl.config",
-    "SparsificationConfig": "slimvl.config",
+    **{section.config.__name__: "slimvl.config" for section in _sections()},  # each optimization's config
     "InputError": "slimvl.errors",
     "ModelLoadError": "slimvl.errors",
     "SlimvlError": "slimvl.errors",

@@ -5,29 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelerate import init_empty_weights
 from PIL import Image
-from torch import nn
-from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from transformers import Qwen3VLConfig
 
+from slimvl.assemble import assemble_model, reassembled
+from slimvl.calibration import Calibration
 from slimvl.config import Recipe, resolve_recipe
-from slimvl.errors import ModelLoadError
-from slimvl.memory import fix_mmap_threshold, release_free_memory
+from slimvl.memory import fix_mmap_threshold
+from slimvl.models.hooks import RequestHooks
+from slimvl.models.inplace import use_inplace_activations
 from slimvl.models.loader import LoadedModel, load_model, read_checkpoint_config
 from slimvl.models.preprocess import Preprocessor, load_image
-from slimvl.optimizations import (
-    Calibration,
-    NotBuiltError,
-    apply_recipe,
-    check_built,
-    missing_optimizations,
-    rebuild_modules,
-    runtime_sparsifier,
-)
 from slimvl.optimized import is_optimized_dir, load_weights, map_tensor, read_manifest, write_optimized
 from slimvl.pipeline import Answer, Pipeline
-from slimvl.quant import deduplicated_state_dict, load_quantized_state_dict, prepare_kernels
-from slimvl.quant.embedding import TiedInt8LMHead
+from slimvl.quant import deduplicated_state_dict
+from slimvl.registry import NotBuiltError, apply_recipe, check_built, missing_optimizations, runtime_hooks
 
 # While loading, every block above 128 KiB is its own mapping, so plain weight copies freed during int8
 # packing leave RSS at once (2B int8: load peak 3.51 -> 2.51 GB). While running, blocks up to 32 MiB
@@ -71,8 +63,9 @@ def load(
 ) -> SlimModel:
     """Load a checkpoint directory, a builtin, or a directory written by `optimize`.
 
-    With a recipe, its optimizations are applied now (int8 quantizes at load time); an optimized
-    directory carries its own recipe and takes none.
+    With a recipe, its optimizations are applied now (int8 quantizes at load time) and the model is
+    assembled as its optimized directory would load; an optimized directory carries its own recipe and
+    takes none.
     """
     fix_mmap_threshold(LOAD_MMAP_THRESHOLD)
     try:
@@ -86,8 +79,11 @@ def load(
         resolved = resolve_recipe(recipe)
         check_built(resolved)
         loaded = load_model(str(model_ref), dtype=dtype)
-        sparsifier, plans = apply_recipe(loaded, resolved, calibration or Calibration())
-        return SlimModel(loaded, resolved, Pipeline(loaded, sparsifier=sparsifier, threads=threads), plans)
+        hooks, plans = apply_recipe(loaded, resolved, calibration or Calibration())
+        if plans:
+            loaded = reassembled(loaded, plans)
+            hooks = runtime_hooks(loaded, resolved)
+        return _ready(loaded, resolved, plans, threads, hooks)
     finally:
         fix_mmap_threshold(RUN_MMAP_THRESHOLD, RUN_TRIM_THRESHOLD)
 
@@ -113,48 +109,27 @@ def optimize(
     return write_optimized(out_dir, state, save_originals, resolved, slim.plans, str(model_ref))
 
 
-def _table_left_in_file(model: nn.Module) -> str | None:
-    """The embedding whose int8 table a tied head packs its own copy of: its lookups then read the
-    table from the weights file instead of holding it in memory a second time. None if there is none."""
-    head = getattr(model, "lm_head", None)
-    if not (isinstance(head, TiedInt8LMHead) and head.packs_copy):
-        return None
-    return next(name for name, module in model.named_modules() if module is head.table)
-
-
 def _load_optimized(path: Path, threads: int | None) -> SlimModel:
     manifest = read_manifest(path)
     recipe = manifest["recipe_obj"]
     check_built(recipe)
     read_checkpoint_config(path, require_weights=False)
-    config = Qwen3VLConfig.from_pretrained(path)
-    with init_empty_weights(include_buffers=False):
-        model = Qwen3VLForConditionalGeneration(config)
-    model.tie_weights()  # the stored state holds a tied table once: lm_head must alias the embedding
-    rebuild_modules(model, manifest["plans"])
-    table = _table_left_in_file(model)
-    key = f"{table}.qweight"
-    state = load_weights(path, manifest, skip=frozenset({key} if table else ()))
-    if table:
-        mapped, file, offset = map_tensor(path, manifest, key)
-        state[key] = mapped
-    try:
-        load_quantized_state_dict(model, state)
-    except RuntimeError as exc:
-        raise ModelLoadError(
-            f"'{path}': the weights do not fit the model: {str(exc).splitlines()[0]}"
-        ) from exc
-    del state
-    if table:
-        model.get_submodule(table).leave_in_file(mapped, file, offset)
-    prepare_kernels(model)
-    release_free_memory()
-    model.eval()
-    loaded = LoadedModel(model, Preprocessor.from_pretrained(path), str(path), path)
-    sparsifier = runtime_sparsifier(loaded, recipe)
-    return SlimModel(
-        loaded, recipe, Pipeline(loaded, sparsifier=sparsifier, threads=threads), manifest["plans"]
+    model = assemble_model(
+        Qwen3VLConfig.from_pretrained(path),
+        manifest["plans"],
+        lambda skip: load_weights(path, manifest, skip),
+        lambda name: map_tensor(path, manifest, name),
+        str(path),
     )
+    loaded = LoadedModel(model, Preprocessor.from_pretrained(path), str(path), path)
+    return _ready(loaded, recipe, manifest["plans"], threads, runtime_hooks(loaded, recipe))
+
+
+def _ready(
+    loaded: LoadedModel, recipe: Recipe, plans: dict, threads: int | None, hooks: RequestHooks | None
+) -> SlimModel:
+    use_inplace_activations(loaded.model)  # the same numbers, fewer activation-sized buffers
+    return SlimModel(loaded, recipe, Pipeline(loaded, hooks, threads=threads), plans)
 
 
 def generate(

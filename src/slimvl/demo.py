@@ -18,8 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from slimvl.api import NotBuiltError, load
-from slimvl.bench.accuracy import evaluate, normalize_answer
 from slimvl.data import VQAExample, examples
+from slimvl.eval import evaluate, normalize_answer
 from slimvl.models.checkpoint import write_random_checkpoint
 from slimvl.models.loader import tiny_path
 from slimvl.pipeline import Answer

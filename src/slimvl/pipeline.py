@@ -8,7 +8,6 @@ a few requests at 2B.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,17 +15,11 @@ from PIL import Image
 
 from slimvl.memory import release_free_memory
 from slimvl.models.decode import LeanDecoder, StaticKVCache
-from slimvl.models.inplace import use_inplace_activations
+from slimvl.models.hooks import RequestHooks
 from slimvl.models.loader import LoadedModel
-from slimvl.models.steps import DecoderSequence, build_sequence, encode_images, prefill
+from slimvl.models.steps import build_sequence
 from slimvl.models.weights import decode_bytes_per_token, weight_bytes
 from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
-
-# A sparsifier drops visual tokens between the vision encoder and the prefill. One that prunes inside the
-# decoder (attention scorer) also has `prefill(model, seq, cache) -> (logits, cache, kept_seq)`, run instead;
-# one that prunes inside the vision encoder has `encode_images(model, inputs) -> VisualFeatures`, run instead
-# of the plain encoder.
-Sparsifier = Callable[[DecoderSequence], DecoderSequence]
 
 
 @dataclass
@@ -38,15 +31,15 @@ class Answer:
 
 
 class Pipeline:
-    """Answers questions about images with one loaded (and possibly optimized) model."""
+    """Answers questions about images with one loaded (and possibly optimized) model; `hooks` are where
+    the recipe's run-time parts act on each request (by default none does)."""
 
-    def __init__(self, loaded: LoadedModel, sparsifier: Sparsifier | None = None, threads: int | None = None):
+    def __init__(self, loaded: LoadedModel, hooks: RequestHooks | None = None, threads: int | None = None):
         self.loaded = loaded
         self.model = loaded.model
         self.preprocessor = loaded.preprocessor
-        self.sparsifier = sparsifier
+        self.hooks = hooks or RequestHooks()
         self.threads = threads
-        use_inplace_activations(self.model)  # the same numbers, fewer activation-sized buffers
         self.decoder = LeanDecoder(self.model)
         self.eos_token_ids = _eos_ids(loaded)
         self.weight_bytes = weight_bytes(self.model)
@@ -68,38 +61,33 @@ class Pipeline:
             energy=self._energy,
         )
         tokens: list[int] = []
+        hooks, stage = self.hooks, monitor.stage
         with monitor:
-            with monitor.stage("preprocess"):
+            with stage("preprocess"):
                 inputs = self.preprocessor(images, prompt)
-            with monitor.stage("vision"):
-                encode = getattr(self.sparsifier, "encode_images", encode_images)
-                visual = encode(self.model, inputs)
+            with stage("vision"):
+                visual = hooks.encode_images(self.model, inputs, stage)
                 seq = build_sequence(self.model, inputs, visual)
                 release_free_memory()
-            with monitor.stage("sparsify"):
-                if self.sparsifier is not None and visual is not None:
-                    seq = self.sparsifier(seq)
-            with monitor.stage("prefill"):
+            with stage("sparsify"):
+                seq = hooks.after_vision(seq)
+            with stage("prefill"):
                 # The prefill writes keys/values straight into the decode loop's cache.
                 kv_cache = StaticKVCache.allocate(
                     self.model.config.text_config, seq.length + max_new_tokens, seq.inputs_embeds.dtype
                 )
                 cache = kv_cache.prefill_cache()
-                pruning_prefill = getattr(self.sparsifier, "prefill", None) if visual is not None else None
-                if pruning_prefill is not None:
-                    logits, cache, seq = pruning_prefill(self.model, seq, cache)
-                else:
-                    logits, cache = prefill(self.model, seq, cache)
+                logits, cache, seq = hooks.prefill(self.model, seq, cache, stage)
                 kv_cache.take_length(cache)
                 del cache
                 first_logits = logits[0, -1].float()
                 token = first_logits.argmax()
                 tokens.append(int(token))
                 release_free_memory()
-            with monitor.stage("decode"):
+            with stage("decode"):
                 position = seq.next_position
                 while len(tokens) < max_new_tokens and (ignore_eos or tokens[-1] not in self.eos_token_ids):
-                    logits = self.decoder.step(token, position, kv_cache)
+                    logits = hooks.decode_step(self.decoder, token, position, kv_cache)
                     token = logits[0].argmax()
                     tokens.append(int(token))
                     position += 1

@@ -1,8 +1,14 @@
-"""Fields of Linux's per-process ``/proc`` files."""
+"""Fields of Linux's per-process ``/proc`` files, and the reset of the kernel's peak RSS.
+
+Standard library only: the OpenVINO bench worker, which runs without slimvl, loads this file by its path.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def kb_field_bytes(path: Path, field: str) -> int | None:
@@ -16,3 +22,18 @@ def kb_field_bytes(path: Path, field: str) -> int | None:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def read_vm_hwm_bytes() -> int | None:
+    """The kernel's peak RSS for this process (``VmHWM``), or None off Linux."""
+    return kb_field_bytes(_PROC_STATUS, "VmHWM")
+
+
+def reset_vm_hwm() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0), so the peak belongs to what follows; False where
+    the kernel does not allow it (the peak then covers the process's lifetime)."""
+    try:
+        _PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True

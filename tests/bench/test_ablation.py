@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from slimvl import optimizations
+from slimvl import registry
 from slimvl.bench import ablation
-from slimvl.bench.ablation import ABLATION_PRESETS, SEED_ESTIMATES, ablation_table, measure_accuracy
+from slimvl.bench.ablation import ABLATION_PRESETS, ablation_table, measure_accuracy
 from slimvl.bench.driver import RowResult
 from slimvl.bench.rows import slimvl_row
 from slimvl.cli import main
 from slimvl.config import Recipe, preset
 from slimvl.errors import ModelLoadError
+from slimvl.experiments.seed_estimates import SEED_ESTIMATES
 
 ABLATION_KEYS = {
     "name",
@@ -66,7 +67,7 @@ def test_ablation_run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(optimizations, "OPTIMIZATIONS", {})  # nothing built: only base runs
+    monkeypatch.setattr(registry, "handler", lambda _section: None)  # nothing built: only base runs
     asked: list[tuple[str, int]] = []
 
     def fake_accuracy(recipe: Recipe, n: int, threads: int) -> float:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from slimvl import optimizations
+from slimvl import registry
 from slimvl.bench import harness
 from slimvl.bench.harness import BenchOptions, bench_rows, initial_result, worker_env
 from slimvl.bench.profiles import get_profile
@@ -43,7 +43,7 @@ def test_openvino_without_its_venv_is_not_runnable(monkeypatch: pytest.MonkeyPat
 
 
 def test_recipe_not_built_is_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(optimizations, "OPTIMIZATIONS", {})
+    monkeypatch.setattr(registry, "handler", lambda _section: None)
     result = initial_result(slimvl_row("builtin:2b-shape", preset("int8")))
     assert result.status == "not built" and result.error == "missing: int8"
     assert initial_result(slimvl_row("builtin:2b-shape", preset("none"))).status == "ok"

@@ -6,7 +6,6 @@ import pytest
 from slimvl.config import (
     PRESET_NAMES,
     RECIPE_FORMAT_VERSION,
-    SECTIONS,
     AdaptivePrecisionConfig,
     INT8QuantizationConfig,
     PruningConfig,
@@ -14,6 +13,7 @@ from slimvl.config import (
     SparsificationConfig,
     preset,
     resolve_recipe,
+    sections,
 )
 
 
@@ -77,7 +77,7 @@ def test_seed_snippet_runs():
         (PruningConfig, {"pruning_ratio": 1.0}, "pruning_ratio", "1.0"),
         (PruningConfig, {"pruning_schedule": "gradual"}, "pruning_schedule", "gradual"),
         (PruningConfig, {"num_pruning_steps": 0}, "num_pruning_steps", "0"),
-        (PruningConfig, {"criterion": "sparsegpt"}, "criterion", "sparsegpt"),
+        (PruningConfig, {"criterion": "obs"}, "criterion", "obs"),
         (PruningConfig, {"structured": None}, "structured", "None"),
         (PruningConfig, {"protected_modules": "lm_head"}, "protected_modules", "lm_head"),
         (PruningConfig, {"protected_modules": ["lm_head", 3]}, "protected_modules", "['lm_head', 3]"),
@@ -173,7 +173,7 @@ def test_presets():
     assert set(PRESET_NAMES) == {"none", "laptop", "int8", "sparsify", "prune", "adaptive"}
     assert preset("none").is_empty
     laptop = preset("laptop")
-    assert all(getattr(laptop, key) is not None for key in SECTIONS)
+    assert all(getattr(laptop, key) is not None for key in [s.key for s in sections()])
     assert laptop.int8.quantization_mode == "dynamic"
     assert preset("int8").int8.quantization_mode == "dynamic"
     assert laptop.sparsification == SparsificationConfig(
@@ -190,7 +190,7 @@ def test_presets():
     ]:
         recipe = preset(name)
         assert recipe.name == name
-        assert [k for k in SECTIONS if getattr(recipe, k) is not None] == [key]
+        assert [k for k in [s.key for s in sections()] if getattr(recipe, k) is not None] == [key]
         assert getattr(recipe, key) == getattr(laptop, key)
 
 
@@ -307,7 +307,7 @@ def test_resolve_recipe(tmp_path):
     assert resolve_recipe(None).is_empty
     assert resolve_recipe("laptop") == preset("laptop")
     path = tmp_path / "custom.json"
-    dataclasses.replace(recipe, name="custom").save(path)
+    recipe.renamed("custom").save(path)
     assert resolve_recipe(str(path)).name == "custom"
     with pytest.raises(ValueError) as info:
         resolve_recipe("nonexistent")

@@ -45,3 +45,18 @@ def test_span_requires_start() -> None:
         _ = timer.cpu_s
     with pytest.raises(RuntimeError):
         timer.stop()
+
+
+def test_nested_stage_counts_only_in_its_own_total() -> None:
+    wall = FakeClock()
+    timer = StageTimer(clock=wall)
+    with timer:
+        with timer.stage("vision"):
+            wall.advance(0.3)
+            with timer.stage("sparsify"):
+                wall.advance(0.05)
+            wall.advance(0.1)
+        with timer.stage("sparsify"):
+            wall.advance(0.01)
+    assert timer.stages_ms == pytest.approx({"vision": 400.0, "sparsify": 60.0})
+    assert sum(timer.stages_ms.values()) == pytest.approx(timer.wall_s * 1e3)

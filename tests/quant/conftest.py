@@ -1,20 +1,23 @@
-"""Helpers to run the small checkpoint teacher-forced and to feed it calibration requests."""
+"""Helpers to run the small checkpoint teacher-forced and to run calibration requests on it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+from slimvl.calibration import CalibrationRunner
+from slimvl.models.hooks import RunCalibration
 from slimvl.models.loader import LoadedModel
 from slimvl.models.preprocess import ModelInputs
 from slimvl.models.steps import build_sequence, encode_images
 
 LogitsFn = Callable[[nn.Module], torch.Tensor]
-FeedFactory = Callable[[nn.Module], Callable[[], None]]
+FeedFactory = Callable[[nn.Module], RunCalibration]
 
 
 def _forward(model: nn.Module, inputs: ModelInputs) -> torch.Tensor:
@@ -38,17 +41,10 @@ def logits_of(small_model: LoadedModel, square_image: Image.Image) -> LogitsFn:
 
 @pytest.fixture(scope="module")
 def calibration_feed(small_model: LoadedModel, tall_image: Image.Image) -> FeedFactory:
-    """A feed of two requests (another image, other questions than ``logits_of``) for a given model."""
-    requests = [small_model.preprocessor([tall_image], q) for q in ("Which shape is red?", "How many?")]
-
-    def factory(model: nn.Module) -> Callable[[], None]:
-        def feed() -> None:
-            for inputs in requests:
-                _forward(model, inputs)
-
-        return feed
-
-    return factory
+    """Calibration runs of two requests (another image, other questions than ``logits_of``) on a given
+    model (a copy of the small one)."""
+    requests = [([tall_image], q) for q in ("Which shape is red?", "How many?")]
+    return lambda model: CalibrationRunner(replace(small_model, model=model), requests).run
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Qwen3VLForConditionalGeneration
 
+from slimvl.calibration import CalibrationRunner
 from slimvl.config import INT8QuantizationConfig
 from slimvl.models.builder import config_from_dict, random_model
 from slimvl.models.checkpoint import small_config_dict
@@ -134,15 +136,10 @@ def test_configuration_errors(small_model: LoadedModel, calibration_feed) -> Non
         quantized(small_model, smoothquant_alpha=0.5)
     with pytest.raises(ValueError, match="SmoothQuant needs quantized activations"):
         quantized(small_model, calibration_feed, quantization_mode="weight_only", smoothquant_alpha=0.5)
-    text_only = small_model.preprocessor([], "No image here.")
     model = copy.deepcopy(small_model.model)
-
-    def feed() -> None:
-        with torch.inference_mode():
-            model(input_ids=text_only.input_ids)
-
+    text_only = CalibrationRunner(replace(small_model, model=model), [([], "No image here.")])
     with pytest.raises(ValueError, match=r"never ran .* model\.visual"):
-        quantize_model(model, INT8QuantizationConfig(quantization_mode="static"), feed)
+        quantize_model(model, INT8QuantizationConfig(quantization_mode="static"), text_only.run)
 
 
 CONFIGS = {

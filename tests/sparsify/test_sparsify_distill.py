@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import slimvl
+from slimvl.calibration import Calibration
 from slimvl.config import Recipe, SparsificationConfig
 from slimvl.models.loader import LoadedModel
 from slimvl.models.steps import build_sequence, encode_images
-from slimvl.optimizations import Calibration
 from slimvl.optimized import MANIFEST
 from slimvl.sparsify.distill import (
     SCORER_MODULE,
@@ -33,10 +33,14 @@ def _fitted_recipe(scorer: str) -> Recipe:
     return Recipe(name=scorer, sparsification=config)
 
 
+def _special(loaded: LoadedModel) -> list[int]:
+    return loaded.preprocessor.tokenizer.all_special_ids
+
+
 @pytest.fixture(scope="module")
 def examples(small_model: LoadedModel):
-    requests = Calibration(samples=10).requests()
-    return attention_examples(small_model.model, small_model.preprocessor, requests, score_layer=1)
+    run = Calibration(samples=10).runner(small_model).run
+    return attention_examples(run, small_model.model, _special(small_model), score_layer=1)
 
 
 def test_fit_lowers_the_held_out_divergence_and_is_reproducible(small_model: LoadedModel, examples) -> None:
@@ -70,14 +74,14 @@ def test_a_model_without_a_fitted_scorer_is_refused(small_model: LoadedModel, sc
 
 
 def test_the_vision_scorer_sees_the_first_deepstack_feature_alone(small_model: LoadedModel) -> None:
-    requests = Calibration(samples=3).requests()
+    runner = Calibration(samples=3).runner(small_model)
     model = small_model.model
-    examples = attention_examples(model, small_model.preprocessor, requests, 1, deepstack_only=True)
+    examples = attention_examples(runner.run, model, _special(small_model), 1, deepstack_only=True)
     hidden = model.config.text_config.hidden_size
     assert scorer_dims(model.config, deepstack_only=True) == (2 * hidden, hidden)
     for example in examples:
         assert example.visuals.shape == (example.target.shape[0], hidden)
-    images, prompt = requests[0]
+    images, prompt = runner.requests[0]
     inputs = small_model.preprocessor(images, prompt)
     with torch.inference_mode():
         first_deepstack = encode_images(model, inputs).deepstack[0]
@@ -108,7 +112,7 @@ def test_optimized_directory_keeps_the_fitted_scorer(
 
     plan = json.loads((out / MANIFEST).read_text())["plans"]["sparsification"]
     assert plan["scorer"] == scorer and plan["fit"]["requests"] == 8
-    assert isinstance(loaded.pipeline.sparsifier, SPARSIFIER_OF_SCORER[scorer])
+    assert isinstance(loaded.pipeline.hooks, SPARSIFIER_OF_SCORER[scorer])
     original = getattr(fitted.loaded.model, SCORER_MODULE)
     stored = getattr(loaded.loaded.model, SCORER_MODULE)
     assert plan["sizes"] == original.sizes() == stored.sizes()

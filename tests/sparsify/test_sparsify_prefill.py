@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from PIL import Image
 
 from slimvl.config import SparsificationConfig
+from slimvl.models.decode import StaticKVCache
 from slimvl.models.loader import LoadedModel
 from slimvl.models.steps import DecoderSequence, build_sequence, decode_step, encode_images, prefill
-from slimvl.sparsify.prefill import prefill_with_attention_pruning
+from slimvl.sparsify.prefill import prefill_keeping_attended
 from slimvl.sparsify.sparsifier import AttentionSparsifier
 
 
@@ -21,7 +24,7 @@ def sequence(small_model: LoadedModel, square_image: Image.Image, tall_image: Im
 def _run(loaded: LoadedModel, seq: DecoderSequence, **fields: object):
     config = SparsificationConfig(scorer="attention", **fields)
     with torch.inference_mode():
-        return prefill_with_attention_pruning(
+        return prefill_keeping_attended(
             loaded.model, seq, config, loaded.preprocessor.tokenizer.all_special_ids
         )
 
@@ -83,9 +86,12 @@ def test_decoding_continues_after_the_pruned_prefill(
     small_model: LoadedModel, sequence: DecoderSequence
 ) -> None:
     sparsifier = AttentionSparsifier(SparsificationConfig(scorer="attention"))
-    assert sparsifier(sequence) is sequence
+    assert sparsifier.after_vision(sequence) is sequence
+    cache = StaticKVCache.allocate(small_model.model.config.text_config, sequence.length, torch.float32)
     with torch.inference_mode():
-        logits, cache, kept = sparsifier.prefill(small_model.model, sequence)
+        logits, cache, kept = sparsifier.prefill(
+            small_model.model, sequence, cache.prefill_cache(), lambda _stage: nullcontext()
+        )
         step = decode_step(small_model.model, logits[0, -1].argmax(), kept.next_position, cache)
     assert step.shape == logits.shape
     assert cache.get_seq_length() == kept.length + 1

@@ -33,15 +33,13 @@ def test_ratio_zero_is_token_identical_in_the_pipeline(
     plain = Pipeline(small_model)(images, QUESTION, max_new_tokens=6, ignore_eos=True)
     for scorer in ("text_guided", "attention"):
         sparsifier = _sparsifier(small_model, sparsity_ratio=0, scorer=scorer)
-        answer = Pipeline(small_model, sparsifier=sparsifier)(
-            images, QUESTION, max_new_tokens=6, ignore_eos=True
-        )
+        answer = Pipeline(small_model, sparsifier)(images, QUESTION, max_new_tokens=6, ignore_eos=True)
         assert answer.token_ids == plain.token_ids
         assert answer.metrics.visual_tokens_kept == answer.metrics.visual_tokens == 356
 
 
 def test_ratio_zero_returns_the_sequence_itself(small_model: LoadedModel, sequence: DecoderSequence) -> None:
-    assert _sparsifier(small_model, sparsity_ratio=0)(sequence) is sequence
+    assert _sparsifier(small_model, sparsity_ratio=0).after_vision(sequence) is sequence
 
 
 @pytest.mark.parametrize("method", ["top_k", "random", "grid"])
@@ -50,7 +48,7 @@ def test_kept_tokens_keep_their_positions_and_rows(
 ) -> None:
     sparsifier = _sparsifier(small_model, sparsity_ratio=0.6, sparsity_method=method, scorer="text_guided")
     mask = sparsifier.keep_mask(sequence)
-    kept = sparsifier(sequence)
+    kept = sparsifier.after_vision(sequence)
     visual = sequence.visual_mask[0]
     config = sparsifier.config
 
@@ -76,7 +74,7 @@ def test_kept_positions_match_the_full_sequence_by_content(
     small_model: LoadedModel, sequence: DecoderSequence
 ) -> None:
     """Without the mask: find each kept visual token in the full sequence by its embedding."""
-    kept = _sparsifier(small_model, sparsity_ratio=0.6)(sequence)
+    kept = _sparsifier(small_model, sparsity_ratio=0.6, scorer="text_guided").after_vision(sequence)
     full_rows = sequence.inputs_embeds[0][sequence.visual_mask[0]]
     full_positions = sequence.position_ids[:, 0][:, sequence.visual_mask[0]]
     rows = kept.inputs_embeds[0][kept.visual_mask[0]]
@@ -90,9 +88,7 @@ def test_pipeline_with_sparsification(
     small_model: LoadedModel, square_image: Image.Image, tall_image: Image.Image
 ) -> None:
     sparsifier = _sparsifier(small_model, sparsity_ratio=0.6)
-    answer = Pipeline(small_model, sparsifier=sparsifier)(
-        [tall_image, square_image], QUESTION, max_new_tokens=4
-    )
+    answer = Pipeline(small_model, sparsifier)([tall_image, square_image], QUESTION, max_new_tokens=4)
     assert answer.metrics.visual_tokens == 356 and answer.metrics.visual_tokens_kept == 142
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from slimvl.models.loader import LoadedModel
 from slimvl.models.steps import build_sequence, encode_images
-from slimvl.sparsify.vision import encode_images_pruned
+from slimvl.sparsify.vision import encode_images_keeping
 
 QUESTION = "Which shape is red?"
 
@@ -24,7 +24,7 @@ def test_keeping_every_token_is_the_plain_encoder_bit_for_bit(
     inputs = small_model.preprocessor([tall_image, square_image], QUESTION)
     with torch.inference_mode():
         plain = encode_images(small_model.model, inputs)
-        pruned = encode_images_pruned(
+        pruned = encode_images_keeping(
             small_model.model, inputs, lambda f, _: torch.ones(f.shape[0], dtype=torch.bool)
         )
     assert torch.equal(pruned.embeds, plain.embeds)
@@ -48,17 +48,17 @@ def test_blocks_after_the_first_deepstack_layer_see_only_the_kept_patches(
         with torch.inference_mode():
             plain = encode_images(small_model.model, inputs)
             rows.clear()
-            pruned = encode_images_pruned(small_model.model, inputs, _every_third)
+            pruned = encode_images_keeping(small_model.model, inputs, _every_third)
     finally:
         for hook in hooks:
             hook.remove()
     kept = pruned.kept
     n = plain.embeds.shape[0]
     assert rows == [4 * n] + [4 * int(kept.sum())] * (len(visual.blocks) - 1)
-    assert torch.equal(pruned.deepstack[0], plain.deepstack[0])  # taken before pruning, for every token
-    for features in (pruned.embeds, *pruned.deepstack[1:]):
-        assert bool((features[~kept] == 0).all()) and bool((features[kept] != 0).any())
-    assert not torch.allclose(pruned.embeds[kept], plain.embeds[kept])  # they attended to fewer patches
+    # only the kept tokens' rows come back; the first DeepStack feature was taken before the choice
+    assert all(f.shape[0] == int(kept.sum()) for f in (pruned.embeds, *pruned.deepstack))
+    assert torch.equal(pruned.deepstack[0], plain.deepstack[0][kept])
+    assert not torch.allclose(pruned.embeds, plain.embeds[kept])  # they attended to fewer patches
 
 
 def test_each_image_stays_its_own_attention_segment(
@@ -67,7 +67,7 @@ def test_each_image_stays_its_own_attention_segment(
     # Two images pruned together give what each gives pruned alone: no attention across images.
     images = [tall_image, square_image]
     with torch.inference_mode():
-        together = encode_images_pruned(
+        together = encode_images_keeping(
             small_model.model, small_model.preprocessor(images, QUESTION), _every_third
         )
         alone = []
@@ -75,7 +75,7 @@ def test_each_image_stays_its_own_attention_segment(
         for image, n in zip(images, together.tokens_per_image, strict=True):
             keep = together.kept[start : start + n]
             inputs = small_model.preprocessor([image], QUESTION)
-            alone.append(encode_images_pruned(small_model.model, inputs, lambda f, _, k=keep: k))
+            alone.append(encode_images_keeping(small_model.model, inputs, lambda f, _, k=keep: k))
             start += n
     torch.testing.assert_close(together.embeds, torch.cat([a.embeds for a in alone]), atol=1e-5, rtol=1e-5)
     for i, features in enumerate(together.deepstack):
@@ -89,7 +89,7 @@ def test_the_sequence_holds_the_kept_tokens_at_their_unpruned_positions(
     model = small_model.model
     with torch.inference_mode():
         full = build_sequence(model, inputs, encode_images(model, inputs))
-        pruned_features = encode_images_pruned(model, inputs, _every_third)
+        pruned_features = encode_images_keeping(model, inputs, _every_third)
         seq = build_sequence(model, inputs, pruned_features)
     keep = torch.ones(full.length, dtype=torch.bool)
     keep[full.visual_mask[0]] = pruned_features.kept
@@ -101,9 +101,9 @@ def test_the_sequence_holds_the_kept_tokens_at_their_unpruned_positions(
     )
     assert seq.tokens_per_image == expected.tokens_per_image
     assert seq.next_position == full.next_position
-    assert torch.equal(seq.inputs_embeds[0, seq.visual_mask[0]], pruned_features.embeds[pruned_features.kept])
+    assert torch.equal(seq.inputs_embeds[0, seq.visual_mask[0]], pruned_features.embeds)
     for mine, features in zip(seq.deepstack, pruned_features.deepstack, strict=True):
-        assert torch.equal(mine, features[pruned_features.kept])
+        assert torch.equal(mine, features)
 
 
 def test_a_chooser_that_keeps_nothing_of_an_image_is_not_silently_accepted(
@@ -111,6 +111,6 @@ def test_a_chooser_that_keeps_nothing_of_an_image_is_not_silently_accepted(
 ) -> None:
     inputs = small_model.preprocessor([square_image], QUESTION)
     with pytest.raises(ValueError, match="keep"):
-        encode_images_pruned(
+        encode_images_keeping(
             small_model.model, inputs, lambda f, _: torch.zeros(f.shape[0], dtype=torch.bool)
         )

@@ -1,8 +1,10 @@
-"""`slimvl bench --ablation`: the seed's table of gains, measured, with the seed's estimate beside each value.
+"""`slimvl bench --ablation`: each optimization's gains, measured, with the
+estimate slimvl was specified with (its "seed" estimate) beside each value.
 
 Rows are the presets of the same names (`base` = preset "none", `all` = preset "laptop"). Speed and
 memory are measured on the bench's model like any row; accuracy always on `builtin:tiny` (the model
-whose answers are right or wrong), with the evaluator of `slimvl.bench.accuracy`.
+whose answers are right or wrong), with the evaluator of `slimvl.eval`. The estimates beside
+the measurements are `slimvl.experiments.seed_estimates`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from slimvl.api import load
-from slimvl.bench.accuracy import evaluate
 from slimvl.bench.driver import Progress, RowResult
 from slimvl.bench.rows import RowSpec, slimvl_row
 from slimvl.bench.stats import ratio
 from slimvl.config import Recipe, preset
 from slimvl.errors import ModelLoadError
+from slimvl.eval import evaluate
+from slimvl.experiments.seed_estimates import SEED_ESTIMATES
 
 ACCURACY_MODEL = "builtin:tiny"
 ABLATION_PRESETS: tuple[tuple[str, str], ...] = (
@@ -28,26 +31,6 @@ ABLATION_PRESETS: tuple[tuple[str, str], ...] = (
     ("all", "laptop"),
 )
 
-
-def _estimate(label: str, memory: str, speedup: str, power: str, accuracy: str) -> dict[str, str]:
-    return {
-        "label": label,
-        "memory_reduction": memory,
-        "speedup": speedup,
-        "power": power,
-        "accuracy": accuracy,
-    }
-
-
-# The seed's table, marked "Estimated" there.
-SEED_ESTIMATES: dict[str, dict[str, str] | None] = {
-    "base": None,
-    "int8": _estimate("+ INT8", "~75%", "2.0x", "+40%", "-1%"),
-    "sparsify": _estimate("+ Sparsification", "~50% of visual tokens", "1.5x", "+20%", "-0.5%"),
-    "prune": _estimate("+ Pruning", "~30%", "1.3x", "+15%", "-2%"),
-    "adaptive": _estimate("+ Adaptive Precision", "Variable", "1.1x", "+10%", "-0.5%"),
-    "all": _estimate("All combined", "~80%", "3.0x", "+60%", "-3%"),
-}
 
 AccuracyFn = Callable[[Recipe, int, int], float]
 

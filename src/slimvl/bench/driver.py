@@ -40,7 +40,7 @@ class WorkerError(RuntimeError):
 
 
 class WorkerProcess:
-    """One row's process, spoken to in JSON lines (see `slimvl.bench.worker`)."""
+    """One row's process, spoken to in JSON lines (see `slimvl.bench.worker_protocol`)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path

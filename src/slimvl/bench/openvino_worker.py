@@ -1,7 +1,9 @@
 """OpenVINO GenAI row worker, run by `.venv-openvino`'s interpreter (not by slimvl's).
 
-It must not import slimvl: that virtualenv holds an older transformers. It speaks the JSON-lines
-protocol of `slimvl.bench.worker`; its spec adds `model_dir` (the optimum-intel export) and `export_s`.
+It must not import slimvl: that virtualenv holds an older transformers. It loads slimvl's
+standard-library-only modules by their paths instead: the JSON-lines protocol and its serve loop
+(`worker_protocol.py`; its spec adds `model_dir`, the optimum-intel export, and `export_s`), the metric
+table (`monitor/metric_table.py`: the per-run record) and the `/proc` readers (`procfs.py`).
 Timings come from GenAI's own per-call perf metrics: TTFT (from the generate call, image processing and
 vision included), time per output token (decode tok/s = 1000 / TPOT) and, where GenAI reports it, the
 embeddings preparation (vision) time; prefill is not separable here and stays null. Peak RSS is the
@@ -11,11 +13,12 @@ step are the language model's (lm_head included). Energy is not read here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,33 +26,24 @@ import openvino as ov
 import openvino_genai as ov_genai
 from PIL import Image
 
-
-def _proc_mb(name: str, field: str) -> float | None:
-    """The ``field: N kB`` line of ``/proc/self/<name>`` in MB (this worker cannot import slimvl's reader)."""
-    try:
-        text = Path("/proc/self", name).read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024 / 1e6
-    return None
+_PACKAGE = Path(__file__).resolve().parents[1]  # src/slimvl
 
 
-def _vm_hwm_mb() -> float | None:
-    return _proc_mb("status", "VmHWM")
+def _load_by_path(relative: str) -> ModuleType:
+    """The module in `_PACKAGE / relative`, registered under its file's stem."""
+    path = _PACKAGE / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look up their class's module while building it
+    spec.loader.exec_module(module)
+    return module
 
 
-def _anon_huge_mb() -> float | None:
-    """``AnonHugePages`` of this process (OpenVINO asks for huge pages for some of its buffers itself)."""
-    return _proc_mb("smaps_rollup", "AnonHugePages")
-
-
-def _reset_vm_hwm() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # the peak then covers the process lifetime, load included
+metric_table = _load_by_path("monitor/metric_table.py")
+procfs = _load_by_path("procfs.py")
+worker_protocol = _load_by_path("bench/worker_protocol.py")
+megabytes = worker_protocol.megabytes
 
 
 def _mean_or_none(metrics: Any, getter: str) -> float | None:
@@ -82,7 +76,7 @@ class OpenVINORunner:
     def run(self, image_path: str) -> dict[str, Any]:
         with Image.open(image_path) as im:
             image = ov.Tensor(np.array(im.convert("RGB"), dtype=np.uint8)[None])
-        _reset_vm_hwm()
+        procfs.reset_vm_hwm()  # where the kernel refuses, the peak covers the process lifetime, load included
         cpu0, start = time.process_time(), time.perf_counter()
         result = self.pipe.generate(self.spec["question"], images=[image], generation_config=self.config)
         e2e_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu0
@@ -90,68 +84,36 @@ class OpenVINORunner:
         new_tokens = int(metrics.get_num_generated_tokens())
         tpot_ms = _mean_or_none(metrics, "get_tpot")
         decode_tok_s = 1000.0 / tpot_ms if tpot_ms and new_tokens > 1 else None
-        return {
-            "vision_ms": _mean_or_none(metrics, "get_prepare_embeddings_duration"),
-            "prefill_ms": None,
-            "ttft_ms": _mean_or_none(metrics, "get_ttft"),
-            "decode_tok_s": decode_tok_s,
-            "e2e_s": e2e_s,
-            "peak_rss_mb": _vm_hwm_mb(),
-            "cpu_s": cpu_s,
-            "cpu_s_per_token": cpu_s / new_tokens if new_tokens else None,
-            "achieved_gbps": self.decode_weight_bytes * decode_tok_s / 1e9 if decode_tok_s else None,
-            "energy_j": None,
-            "energy_j_per_token": None,
-            "new_tokens": new_tokens,
-            "prompt_tokens": int(metrics.get_num_input_tokens()),
-            "visual_tokens": None,
-            "visual_tokens_kept": None,
-        }
+        return metric_table.run_record(
+            {
+                "vision_ms": _mean_or_none(metrics, "get_prepare_embeddings_duration"),
+                "ttft_ms": _mean_or_none(metrics, "get_ttft"),
+                "decode_tok_s": decode_tok_s,
+                "e2e_s": e2e_s,
+                "peak_rss_mb": megabytes(procfs.read_vm_hwm_bytes()),
+                "cpu_s": cpu_s,
+                "cpu_s_per_token": cpu_s / new_tokens if new_tokens else None,
+                "achieved_gbps": self.decode_weight_bytes * decode_tok_s / 1e9 if decode_tok_s else None,
+                "new_tokens": new_tokens,
+                "prompt_tokens": int(metrics.get_num_input_tokens()),
+            }
+        )
 
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
-    stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-
-    def send(message: dict[str, Any]) -> None:
-        stream.write(json.dumps(message) + "\n")
-        stream.flush()
-
-    try:
-        runner = OpenVINORunner(spec)
-        start = time.perf_counter()
-        runner.load()
-        load_s = time.perf_counter() - start
-        load_peak = _vm_hwm_mb()
-        warmup = runner.run(spec["warmup_image"])
-    except Exception as exc:  # the row's failure, reported to the parent: never hidden
-        send({"event": "error", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]})
-        return 1
-    send(
-        {
-            "event": "ready",
-            "load_s": load_s,
-            "load_peak_rss_mb": load_peak,
+    return worker_protocol.serve(
+        lambda: OpenVINORunner(spec),
+        spec["warmup_image"],
+        worker_protocol.protocol_channel(),
+        peak_rss_mb=lambda: megabytes(procfs.read_vm_hwm_bytes()),
+        ready_fields=lambda: {
             "export_s": spec.get("export_s"),
-            "weight_bytes": runner.weight_bytes,
-            "decode_weight_bytes": runner.decode_weight_bytes,
-            "huge_page_mb": _anon_huge_mb(),
-            "warmup": warmup,
-        }
+            "huge_page_mb": megabytes(
+                procfs.kb_field_bytes(Path("/proc/self/smaps_rollup"), "AnonHugePages")
+            ),
+        },
     )
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["cmd"] == "quit":
-            return 0
-        try:
-            metrics = runner.run(command["image"])
-        except Exception as exc:  # as above
-            send({"event": "error", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]})
-            return 1
-        send({"event": "result", "index": command["index"], "metrics": metrics})
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 OpenVINO runs in its own virtualenv (`scripts/setup_openvino.sh`): optimum-intel pins an older
 transformers than slimvl's. Nothing here imports openvino; the worker (`openvino_worker.py`) runs with
-that venv's interpreter and speaks the same JSON-lines protocol as `slimvl.bench.worker`. (No module
-beside that script may be named like a package it imports: its folder comes first on its `sys.path`.)
+that venv's interpreter and speaks the JSON-lines protocol of `slimvl.bench.worker_protocol`. (No
+module beside that script may be named like a package it imports: its folder comes first on its
+`sys.path`.)
 """
 
 from __future__ import annotations

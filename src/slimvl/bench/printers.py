@@ -9,26 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-# (row key, column title) of the per-row table; each cell is "median (min–max)".
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("vision_ms", "vision ms"),
-    ("prefill_ms", "prefill ms"),
-    ("ttft_ms", "TTFT ms"),
-    ("decode_tok_s", "decode tok/s"),
-    ("e2e_s", "e2e s"),
-    ("peak_rss_mb", "peak RSS MB"),
-    ("cpu_s_per_token", "CPU-s/token"),
-    ("achieved_gbps", "GB/s"),
-    ("bandwidth_pct", "% of read BW"),
-)
-# (paired key, column title) of the paired-ratio table: row's value / baseline's, round by round.
-PAIRED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("vision_ms", "vision ms ÷"),
-    ("prefill_ms", "prefill ms ÷"),
-    ("ttft_ms", "TTFT ms ÷"),
-    ("decode_tok_s", "decode tok/s ÷"),
-    ("e2e_s", "e2e s ÷"),
-)
+from slimvl.monitor.metric_table import columns, paired_metrics
+
 PAIRED_NOTE = (
     "Each cell: the row's value divided by the baseline's in the same round (same image, run one after "
     "the other), median (min–max) over the rounds; the baseline is the first row of each wave. Unlike "
@@ -58,10 +40,11 @@ def number(value: float | None) -> str:
     return f"{value:.2f}" if size >= 1 else f"{value:.3f}"
 
 
-def cell(row: dict[str, Any], key: str, separator: str = " ") -> str:
-    text = number(row[key])
-    if row["runs"] > 1 and row[key] is not None:
-        text += f"{separator}({number(row[f'{key}_min'])}–{number(row[f'{key}_max'])})"
+def median_cell(record: dict[str, Any], key: str, with_range: bool, separator: str = " ") -> str:
+    """`key`'s median, and where `with_range` its `(min–max)` after `separator`."""
+    text = number(record[key])
+    if with_range and record[key] is not None:
+        text += f"{separator}({number(record[f'{key}_min'])}–{number(record[f'{key}_max'])})"
     return text
 
 
@@ -78,6 +61,11 @@ def _seed(entry: dict[str, Any], key: str) -> str:
     return f" (seed {seed[key]})" if seed else ""
 
 
+def row_titles() -> list[str]:
+    """The per-row table's titles: the row's facts, then the metric table's columns (median (min–max))."""
+    return ["row", "status", "weights MB", "threads", *(metric.title for metric in columns())]
+
+
 def row_cells(row: dict[str, Any], separator: str = " ") -> list[str]:
     weights = row["weight_bytes"]
     return [
@@ -85,7 +73,7 @@ def row_cells(row: dict[str, Any], separator: str = " ") -> list[str]:
         row["status"],
         "-" if weights is None else number(weights / 1e6),
         str(row["threads"]),
-        *(cell(row, key, separator) for key, _ in COLUMNS),
+        *(median_cell(row, metric.key, row["runs"] > 1, separator) for metric in columns()),
     ]
 
 
@@ -102,18 +90,16 @@ def printed_pairs(report: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(chosen, key=lambda entry: (order[entry["baseline"]], order[entry["row"]]))
 
 
+def paired_titles() -> list[str]:
+    """The paired-ratio table's titles: each paired metric's row value ÷ its baseline's, round by round."""
+    return ["row", "baseline", "rounds", *(f"{metric.title} ÷" for metric in paired_metrics())]
+
+
 def paired_cells(entry: dict[str, Any]) -> list[str]:
-    rounds = max(entry[f"{key}_rounds"] for key, _ in PAIRED_COLUMNS)
-    cells = []
-    for key, _ in PAIRED_COLUMNS:
-        text = number(entry[key])
-        if entry[f"{key}_rounds"] > 1:
-            text += f" ({number(entry[f'{key}_min'])}–{number(entry[f'{key}_max'])})"
-        cells.append(text)
+    keys = [metric.key for metric in paired_metrics()]
+    rounds = max(entry[f"{key}_rounds"] for key in keys)
+    cells = [median_cell(entry, key, entry[f"{key}_rounds"] > 1) for key in keys]
     return [entry["row"], entry["baseline"], str(rounds), *cells]
-
-
-PAIRED_TITLES = ("row", "baseline", "rounds", *(title for _, title in PAIRED_COLUMNS))
 
 
 def ablation_cells(entry: dict[str, Any]) -> list[str]:
@@ -163,7 +149,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     # A pipe or file gets the whole width; a terminal gets min–max on a second line of each cell.
     console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 240)
     table = Table(title=escape(f"slimvl bench · {report['model']}"))
-    for title in ("row", "status", "weights MB", "threads", *(title for _, title in COLUMNS)):
+    for title in row_titles():
         table.add_column(title, justify="left" if title in ("row", "status") else "right")
     for row in report["rows"]:
         table.add_row(*(escape(text) for text in row_cells(row, separator="\n")))
@@ -171,7 +157,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     pairs = printed_pairs(report)
     if pairs:
         paired = Table(title="paired ratios: row ÷ baseline, round by round")
-        for title in PAIRED_TITLES:
+        for title in paired_titles():
             paired.add_column(title, justify="left" if title in ("row", "baseline") else "right")
         for entry in pairs:
             paired.add_row(*(escape(text) for text in paired_cells(entry)))
@@ -201,15 +187,14 @@ def _markdown_table(titles: list[str] | tuple[str, ...], rows: list[list[str]]) 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# slimvl bench · {report['model']}", ""]
     lines += [f"- {line}" for line in header_lines(report)]
-    titles = ["row", "status", "weights MB", "threads", *(title for _, title in COLUMNS)]
-    lines += ["", *_markdown_table(titles, [row_cells(row) for row in report["rows"]])]
+    lines += ["", *_markdown_table(row_titles(), [row_cells(row) for row in report["rows"]])]
     failures = [row for row in report["rows"] if row["status"] != "ok"]
     if failures:
         lines += ["", *(f"- **{row['name']}**: {row['status']}: {row['error'] or ''}" for row in failures)]
     pairs = printed_pairs(report)
     if pairs:
         lines += ["", "## Paired ratios: row ÷ baseline, round by round", ""]
-        lines += _markdown_table(PAIRED_TITLES, [paired_cells(entry) for entry in pairs])
+        lines += _markdown_table(paired_titles(), [paired_cells(entry) for entry in pairs])
         lines += ["", PAIRED_NOTE]
     if report.get("ablation"):
         lines += ["", "## Ablation: measured (seed estimate)", ""]

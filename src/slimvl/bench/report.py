@@ -7,24 +7,9 @@ from typing import Any
 
 from slimvl.bench.driver import RowResult
 from slimvl.bench.stats import Summary, paired_ratio, ratio, summarize_runs
+from slimvl.monitor.metric_table import paired_metrics, summary_keys
 
 SCHEMA_VERSION = 1
-
-# Per-run values summarized per row as median, `*_min` and `*_max`.
-SUMMARY_KEYS = (
-    "vision_ms",
-    "prefill_ms",
-    "ttft_ms",
-    "decode_tok_s",
-    "e2e_s",
-    "peak_rss_mb",
-    "cpu_s_per_token",
-    "achieved_gbps",
-    "bandwidth_pct",
-    "energy_j_per_token",
-)
-# Per-run values also divided round by round between rows that ran side by side (`paired`).
-PAIRED_KEYS = ("vision_ms", "prefill_ms", "ttft_ms", "decode_tok_s", "e2e_s")
 
 
 def _with_bandwidth_pct(run: dict[str, Any], read_bandwidth_gbps: float) -> dict[str, Any]:
@@ -32,6 +17,13 @@ def _with_bandwidth_pct(run: dict[str, Any], read_bandwidth_gbps: float) -> dict
     `read_bandwidth_gbps`), or against `read_bandwidth_gbps` (all samples' median) if none was."""
     pct = ratio(run.get("achieved_gbps"), run.get("read_bandwidth_gbps") or read_bandwidth_gbps)
     return {**run, "bandwidth_pct": None if pct is None else 100 * pct}
+
+
+def _put_summary(record: dict[str, Any], key: str, summary: Summary | None) -> None:
+    """`key` (the median), `<key>_min` and `<key>_max`; nulls where nothing was measured."""
+    record[key] = None if summary is None else summary.median
+    record[f"{key}_min"] = None if summary is None else summary.min
+    record[f"{key}_max"] = None if summary is None else summary.max
 
 
 def row_record(result: RowResult, read_bandwidth_gbps: float, threads: int) -> dict[str, Any]:
@@ -57,11 +49,8 @@ def row_record(result: RowResult, read_bandwidth_gbps: float, threads: int) -> d
         "huge_page_mb": ready.get("huge_page_mb"),
         "notes": list(spec.notes),
     }
-    summaries: dict[str, Summary | None] = summarize_runs(runs, SUMMARY_KEYS)
-    for key, summary in summaries.items():
-        record[key] = None if summary is None else summary.median
-        record[f"{key}_min"] = None if summary is None else summary.min
-        record[f"{key}_max"] = None if summary is None else summary.max
+    for key, summary in summarize_runs(runs, summary_keys()).items():
+        _put_summary(record, key, summary)
     record["per_run"] = runs
     record["warmup"] = ready.get("warmup")
     return record
@@ -72,8 +61,8 @@ def _waves(row: dict[str, Any]) -> set[Any]:
 
 
 def paired_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For every ordered pair of rows that ran in one wave: each `PAIRED_KEYS` metric as the median
-    (min, max) over rounds of row / baseline in the same round (`stats.paired_ratio`)."""
+    """For every ordered pair of rows that ran in one wave: each paired metric of the table as the
+    median (min, max) over rounds of row / baseline in the same round (`stats.paired_ratio`)."""
     measured = [row for row in rows if row["status"] == "ok" and row["per_run"]]
     entries = []
     for row in measured:
@@ -81,12 +70,10 @@ def paired_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if baseline is row or not _waves(row) & _waves(baseline):
                 continue
             entry: dict[str, Any] = {"row": row["name"], "baseline": baseline["name"]}
-            for key in PAIRED_KEYS:
-                summary = paired_ratio(row["per_run"], baseline["per_run"], key)
-                entry[key] = None if summary is None else summary.median
-                entry[f"{key}_min"] = None if summary is None else summary.min
-                entry[f"{key}_max"] = None if summary is None else summary.max
-                entry[f"{key}_rounds"] = 0 if summary is None else summary.n
+            for metric in paired_metrics():
+                summary = paired_ratio(row["per_run"], baseline["per_run"], metric.key)
+                _put_summary(entry, metric.key, summary)
+                entry[f"{metric.key}_rounds"] = 0 if summary is None else summary.n
             entries.append(entry)
     return entries
 
@@ -124,7 +111,3 @@ def build_report(
 
 def succeeded(report: dict[str, Any]) -> list[str]:
     return [row["name"] for row in report["rows"] if row["status"] == "ok"]
-
-
-def not_ok(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [row for row in report["rows"] if row["status"] != "ok"]

@@ -1,6 +1,6 @@
 """In-process row runners used by `slimvl.bench.worker`: one model loaded once, then one request per call.
 
-Each runner returns the same per-run record (`RUN_KEYS`), built from the monitor's `RequestMetrics`.
+Each runner returns the metric table's per-run record, built from the monitor's `RequestMetrics`.
 The `hf` runner times transformers' own `generate`: TTFT comes from a streamer whose second `put`
 carries the first new token (the first carries the prompt), and the vision tower is timed by hooks, so
 nothing runs twice.
@@ -11,50 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from slimvl.api import load
+from slimvl.bench.worker_protocol import Runner
 from slimvl.config import Recipe
 from slimvl.models.loader import load_model
+from slimvl.models.preprocess import load_image
 from slimvl.models.weights import decode_bytes_per_token, weight_bytes
-from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
-
-RUN_KEYS = (
-    "vision_ms",
-    "prefill_ms",
-    "ttft_ms",
-    "decode_tok_s",
-    "e2e_s",
-    "peak_rss_mb",
-    "cpu_s",
-    "cpu_s_per_token",
-    "achieved_gbps",
-    "energy_j",
-    "energy_j_per_token",
-    "new_tokens",
-    "prompt_tokens",
-    "visual_tokens",
-    "visual_tokens_kept",
-)
-
-
-def run_record(metrics: RequestMetrics) -> dict[str, Any]:
-    """The per-run values a worker reports, from one request's metrics."""
-    full = metrics.to_dict()
-    return {key: full[key] for key in RUN_KEYS}
-
-
-class Runner(Protocol):
-    weight_bytes: int
-    decode_weight_bytes: int
-
-    def load(self) -> None: ...
-
-    def run(self, image: Image.Image, question: str, max_new_tokens: int) -> dict[str, Any]: ...
+from slimvl.monitor import EnergyMeter, RequestMonitor
+from slimvl.monitor.metric_table import run_record
 
 
 class SlimvlRunner:
@@ -70,9 +39,14 @@ class SlimvlRunner:
         self.weight_bytes = self.slim.pipeline.weight_bytes
         self.decode_weight_bytes = self.slim.pipeline.decode_bytes
 
-    def run(self, image: Image.Image, question: str, max_new_tokens: int) -> dict[str, Any]:
-        answer = self.slim.generate([image], question, max_new_tokens=max_new_tokens, ignore_eos=True)
-        return run_record(answer.metrics)
+    def run(self, image_path: str) -> dict[str, Any]:
+        answer = self.slim.generate(
+            [load_image(image_path)],
+            self.spec["question"],
+            max_new_tokens=self.spec["max_new_tokens"],
+            ignore_eos=True,
+        )
+        return run_record(answer.metrics.to_dict())
 
 
 class FirstTokenStreamer(BaseStreamer):
@@ -131,7 +105,8 @@ class HFRunner:
         self.energy = EnergyMeter()
 
     @torch.inference_mode()
-    def run(self, image: Image.Image, question: str, max_new_tokens: int) -> dict[str, Any]:
+    def run(self, image_path: str) -> dict[str, Any]:
+        image, max_new_tokens = load_image(image_path), self.spec["max_new_tokens"]
         streamer = FirstTokenStreamer()
         monitor = RequestMonitor(
             weight_bytes=self.weight_bytes,
@@ -141,7 +116,7 @@ class HFRunner:
         self.vision_timer.seconds = 0.0
         with monitor:
             start = time.perf_counter()
-            inputs = self.preprocessor([image], question)
+            inputs = self.preprocessor([image], self.spec["question"])
             generate_at = time.perf_counter()
             output = self.model.generate(
                 **inputs.model_kwargs(),
@@ -165,7 +140,7 @@ class HFRunner:
             visual_tokens=inputs.visual_tokens,
             visual_tokens_kept=inputs.visual_tokens,
         )
-        return run_record(replace(metrics, stages_ms=stages_ms))
+        return run_record(replace(metrics, stages_ms=stages_ms).to_dict())
 
 
 RUNNERS: dict[str, Callable[[dict[str, Any]], Runner]] = {"slimvl": SlimvlRunner, "hf": HFRunner}

@@ -1,4 +1,4 @@
-"""The standard scenario of DESIGN.md: one 448×448 image, a ~30-token question, 64 new tokens, EOS ignored.
+"""The standard scenario: one 448×448 image, a ~30-token question, 64 new tokens, EOS ignored.
 
 The question is ~30 tokens with the builtin tokenizer (34). Its small vocabulary spells words outside
 the VQA task letter by letter, so a sentence of ~30 words, ~30 tokens for Qwen's tokenizer, is ~90 here:

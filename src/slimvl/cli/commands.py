@@ -10,18 +10,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from slimvl.api import load, optimize
-from slimvl.bench.accuracy import evaluate, next_token_agreement, paired_difference
 from slimvl.bench.harness import BenchOptions, exit_code, run_bench, write_outputs
 from slimvl.bench.printers import print_report
-from slimvl.cli.tables import accuracy_table, stage_table, weights_table
+from slimvl.calibration import Calibration
+from slimvl.cli.tables import accuracy_table, pruning_table, stage_table, weights_table
 from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
 from slimvl.data import examples
 from slimvl.demo import run_demo
 from slimvl.errors import InputError
+from slimvl.eval import evaluate, next_token_agreement, paired_difference
 from slimvl.models.preprocess import load_image
 from slimvl.models.weights import decode_bytes_per_token, weight_table
 from slimvl.monitor import RequestMetrics
-from slimvl.optimizations import Calibration
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -64,7 +64,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    model = load(args.model, dtype=args.dtype).loaded.model
+    slim = load(args.model, dtype=args.dtype)
+    model = slim.loaded.model
     groups = weight_table(model)
     by_dtype: dict[str, dict[str, int]] = {}
     for cells in groups.values():
@@ -79,6 +80,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "by_dtype": by_dtype,
         "total": total,
         "decode_bytes_per_token": decode_bytes_per_token(model),
+        "plans": slim.plans,
     }
     if args.json:
         print(json.dumps(record))
@@ -86,6 +88,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     console.print(weights_table(escape(f"{args.model} weights"), groups, by_dtype, total))
     console.print(f"weight bytes read per decode step: {record['decode_bytes_per_token'] / 1e6:.2f} MB")
+    if "pruning" in slim.plans:
+        console.print(pruning_table(slim.plans["pruning"]))
     return 0
 
 

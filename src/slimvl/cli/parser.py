@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="buffer of the read bandwidth measurement (default 2 GiB)",
     )
-    bench.add_argument("--ablation", action="store_true", help="the seed's table: base, int8, ..., all")
+    bench.add_argument(
+        "--ablation", action="store_true", help="each optimization's gain, measured: base, int8, ..., all"
+    )
     bench.add_argument(
         "--accuracy-n", type=_positive_int, default=1000, metavar="N", help="ablation accuracy questions"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from slimvl.bench.accuracy import EvalResult
+from slimvl.eval import EvalResult
 from slimvl.monitor import RequestMetrics
 
 
@@ -43,6 +43,19 @@ def weights_table(
     for dtype, cell in by_dtype.items():
         table.add_row("all", dtype, f"{cell['params']:,}", f"{cell['bytes'] / 1e6:.2f}")
     table.add_row("total", "", f"{total['params']:,}", f"{total['bytes'] / 1e6:.2f}")
+    return table
+
+
+def pruning_table(plan: dict) -> Table:
+    """A pruning plan: the sparsity each decoder layer's linears reached, and what was protected."""
+    ratios = ", ".join(f"{r:.3f}" for r in plan["ratios"])
+    table = Table(title=f"pruning: {plan['criterion']}, {plan['schedule']} (ratio after each step: {ratios})")
+    for column in ("linear", "shape", "sparsity"):
+        table.add_column(column, justify="left" if column == "linear" else "right")
+    for name, record in plan["layers"].items():
+        table.add_row(name, " x ".join(map(str, record["shape"])), f"{record['sparsity']:.1%}")
+    for name in plan["protected"]:
+        table.add_row(name, "", "protected")
     return table
 
 

@@ -1,26 +1,30 @@
 """Configuration: the four optimization configs and the recipes that bundle them."""
 
-from slimvl.config.optimizations import (
+from slimvl.config.recipe import PRESET_NAMES, Recipe, preset, resolve_recipe
+from slimvl.config.sections import (
     PRECISION_BITS,
     RECIPE_FORMAT_VERSION,
-    SECTIONS,
     AdaptivePrecisionConfig,
     INT8QuantizationConfig,
     PruningConfig,
+    Section,
     SparsificationConfig,
+    recipe_section,
+    sections,
 )
-from slimvl.config.recipe import PRESET_NAMES, Recipe, preset, resolve_recipe
 
 __all__ = [
     "PRECISION_BITS",
     "PRESET_NAMES",
     "RECIPE_FORMAT_VERSION",
-    "SECTIONS",
+    "Section",
     "AdaptivePrecisionConfig",
     "INT8QuantizationConfig",
     "PruningConfig",
     "Recipe",
     "SparsificationConfig",
     "preset",
+    "recipe_section",
     "resolve_recipe",
+    "sections",
 ]

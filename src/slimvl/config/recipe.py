@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from slimvl.atomic import write_text_atomic
-from slimvl.config.optimizations import (
+from slimvl.config.sections import (
     RECIPE_FORMAT_VERSION,
-    SECTIONS,
     AdaptivePrecisionConfig,
     INT8QuantizationConfig,
     PruningConfig,
     SparsificationConfig,
+    sections,
 )
 
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -31,34 +31,67 @@ def _check_keys(data: Mapping[Any, Any], allowed: list[str], where: str) -> None
             raise ValueError(f"unknown key {key!r} in {where} (allowed: {', '.join(allowed)})")
 
 
-@dataclass(frozen=True)
 class Recipe:
-    """A named combination of optimizations; a section left as None is not applied."""
+    """A named combination of optimizations: at most one config per registered section (see
+    `slimvl.config.sections`), each read as an attribute named after its key (``recipe.int8``; None
+    when absent). Immutable; two recipes with the same name and configs are equal."""
 
-    name: str = "custom"
-    int8: INT8QuantizationConfig | None = None
-    sparsification: SparsificationConfig | None = None
-    pruning: PruningConfig | None = None
-    adaptive_precision: AdaptivePrecisionConfig | None = None
+    __slots__ = ("_configs", "name")
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Recipe.name: got {self.name!r}, allowed: a non-empty str")
-        for key, cls in SECTIONS.items():
-            value = getattr(self, key)
-            if value is not None and not isinstance(value, cls):
-                raise ValueError(f"Recipe.{key}: got {value!r}, allowed: None or a {cls.__name__}")
+    def __init__(self, name: str = "custom", **configs: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Recipe.name: got {name!r}, allowed: a non-empty str")
+        known = {s.key: s for s in sections()}
+        checked = {}
+        for key, value in configs.items():
+            if key not in known:
+                raise ValueError(f"Recipe: unknown section {key!r} (allowed: {', '.join(known)})")
+            if value is not None and not isinstance(value, known[key].config):
+                raise ValueError(
+                    f"Recipe.{key}: got {value!r}, allowed: None or a {known[key].config.__name__}"
+                )
+            if value is not None:
+                checked[key] = value
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_configs", checked)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key not in {s.key for s in sections()}:
+            raise AttributeError(f"'Recipe' has no attribute {key!r}")
+        return self._configs.get(key)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Recipe is immutable: build a new one (see `renamed`)")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        return (self.name, self._configs) == (other.name, other._configs)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self._configs.items()))))
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}", *(f"{key}={config!r}" for key, config in self.configs())]
+        return f"Recipe({', '.join(parts)})"
+
+    def configs(self) -> list[tuple[str, Any]]:
+        """(section key, config) of each section the recipe has, in the order they are applied."""
+        return [(s.key, self._configs[s.key]) for s in sections() if s.key in self._configs]
+
+    def renamed(self, name: str) -> Recipe:
+        return Recipe(name, **self._configs)
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, key) is None for key in SECTIONS)
+        return not self._configs
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of JSON/YAML-safe types (tuples become lists), with the format version."""
         out: dict[str, Any] = {"version": RECIPE_FORMAT_VERSION, "name": self.name}
-        for key in SECTIONS:
-            section = getattr(self, key)
-            out[key] = None if section is None else _section_to_dict(section)
+        for section in sections():
+            config = self._configs.get(section.key)
+            out[section.key] = None if config is None else _section_to_dict(config)
         return out
 
     @classmethod
@@ -66,7 +99,7 @@ class Recipe:
         """Build a Recipe from ``to_dict`` output; a missing section or field takes its default."""
         if not isinstance(data, Mapping):
             raise ValueError(f"recipe: got {type(data).__name__}, allowed: a mapping")
-        _check_keys(data, ["version", "name", *SECTIONS], "recipe")
+        _check_keys(data, ["version", "name", *(s.key for s in sections())], "recipe")
         version = data.get("version", RECIPE_FORMAT_VERSION)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValueError(f"recipe.version: got {version!r}, allowed: an int >= 1")
@@ -75,16 +108,16 @@ class Recipe:
                 f"recipe.version: got {version}, allowed: <= {RECIPE_FORMAT_VERSION} "
                 "(recipe written by a newer slimvl; upgrade slimvl)"
             )
-        sections: dict[str, Any] = {}
-        for key, section_cls in SECTIONS.items():
-            section = data.get(key)
+        configs: dict[str, Any] = {}
+        for registered in sections():
+            key, section = registered.key, data.get(registered.key)
             if section is None:
                 continue
             if not isinstance(section, Mapping):
                 raise ValueError(f"recipe.{key}: got {section!r}, allowed: a mapping or null")
-            _check_keys(section, [f.name for f in fields(section_cls)], f"recipe section {key!r}")
-            sections[key] = section_cls(**section)
-        return cls(name=data.get("name", "custom"), **sections)
+            _check_keys(section, [f.name for f in fields(registered.config)], f"recipe section {key!r}")
+            configs[key] = registered.config(**section)
+        return cls(name=data.get("name", "custom"), **configs)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -166,7 +199,7 @@ def _parse_json(text: str) -> Any:
         raise ValueError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
-# The seed's values. Static vs dynamic quantization is to be measured; the benchmark decides
+# The presets' values (the settings slimvl was specified with). Static vs dynamic quantization is to be measured; the benchmark decides
 # the default. Until then the presets use "dynamic", which needs no calibration data.
 def _seed_int8() -> INT8QuantizationConfig:
     return INT8QuantizationConfig(

@@ -19,11 +19,10 @@ from slimvl.models.preprocess import ModelInputs
 class VisualFeatures:
     """Vision encoder output: merged visual tokens and the DeepStack features, one row per token."""
 
-    embeds: torch.Tensor  # (Nv, D), all images concatenated
-    deepstack: list[torch.Tensor]  # one (Nv, D) per DeepStack layer
-    tokens_per_image: list[int]
-    # (Nv,) bool: the tokens an encoder that prunes computed (the others are zero rows, which
-    # `build_sequence` drops); None: all of them
+    embeds: torch.Tensor  # (Nv, D), all images concatenated; (kept, D) where `kept` is set
+    deepstack: list[torch.Tensor]  # one per DeepStack layer, with the same rows as `embeds`
+    tokens_per_image: list[int]  # of the whole prompt
+    # (Nv,) bool: the tokens an encoder that drops some computed (the rows above); None: all of them
     kept: torch.Tensor | None = None
 
 
@@ -80,13 +79,17 @@ def build_sequence(
     model: Qwen3VLForConditionalGeneration, inputs: ModelInputs, visual: VisualFeatures | None
 ) -> DecoderSequence:
     """Embed the tokens, put the visual tokens in place and compute the 3-D positions; visual tokens the
-    encoder pruned (`visual.kept`) then leave the sequence, the kept ones keeping their positions."""
+    encoder dropped (not in `visual.kept`) then leave the sequence, the kept ones keeping their positions."""
     embed = model.get_input_embeddings()
     inputs_embeds = embed(inputs.input_ids)
     visual_mask = inputs.mm_token_type_ids.to(torch.bool)
+    computed = visual_mask
+    if visual is not None and visual.kept is not None:
+        computed = visual_mask.clone()
+        computed[visual_mask] = visual.kept
     if visual is not None:
         inputs_embeds = inputs_embeds.clone()
-        inputs_embeds[visual_mask] = visual.embeds.to(inputs_embeds.dtype)
+        inputs_embeds[computed] = visual.embeds.to(inputs_embeds.dtype)
         position_ids, _ = model.model.get_rope_index(
             inputs.input_ids, mm_token_type_ids=inputs.mm_token_type_ids, image_grid_thw=inputs.image_grid_thw
         )
@@ -97,7 +100,7 @@ def build_sequence(
         inputs_embeds=inputs_embeds,
         position_ids=position_ids,
         visual_mask=visual_mask,
-        deepstack=visual.deepstack if visual is not None else [],
+        deepstack=visual.deepstack if visual is not None and visual.kept is None else [],
         tokens_per_image=visual.tokens_per_image if visual is not None else [],
         next_position=int(position_ids.max()) + 1,
     )
@@ -105,7 +108,7 @@ def build_sequence(
         return seq
     keep = torch.ones(seq.length, dtype=torch.bool)
     keep[visual_mask[0]] = visual.kept
-    return seq.keep(keep)
+    return replace(seq.keep(keep), deepstack=visual.deepstack)
 
 
 def prefill(

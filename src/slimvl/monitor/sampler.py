@@ -6,14 +6,10 @@ import math
 import os
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
-from slimvl.procfs import kb_field_bytes
-
-_PROC_STATUS = Path("/proc/self/status")
-_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+from slimvl.procfs import read_vm_hwm_bytes, reset_vm_hwm
 
 
 def usable_cpus() -> int:
@@ -21,20 +17,6 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return psutil.cpu_count() or 1
-
-
-def read_vm_hwm_bytes() -> int | None:
-    """The kernel's peak RSS for this process (``VmHWM``), or None off Linux."""
-    return kb_field_bytes(_PROC_STATUS, "VmHWM")
-
-
-def _reset_vm_hwm() -> bool:
-    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0), so the peak belongs to this span."""
-    try:
-        _PROC_CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def _read_freq_mhz() -> float | None:
@@ -81,7 +63,7 @@ class ResourceSampler:
         if self.is_running:
             raise RuntimeError("ResourceSampler is already running")
         self._rss, self._freq, self._hwm = [], [], None
-        self.hwm_reset = self.reset_peak and _reset_vm_hwm()
+        self.hwm_reset = self.reset_peak and reset_vm_hwm()
         self._stop.clear()
         self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
         self._wall1 = None

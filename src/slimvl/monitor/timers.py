@@ -12,6 +12,10 @@ Clock = Callable[[], float]
 class StageTimer:
     """Accumulates wall time per named stage; repeated names add up and are counted.
 
+    Stages nest: a stage timed inside another (scoring visual tokens inside the vision encoder) is
+    counted in its own total only, not in the enclosing one's, so the totals of a request's stages add
+    up to the time they spanned.
+
     ``start()``/``stop()`` (or ``with timer:``) bound the span over which total wall time
     and process CPU time (all threads, user + system) are taken. Stages may be timed
     inside that span; a stage whose body raises is still recorded, since the time was spent.
@@ -23,6 +27,7 @@ class StageTimer:
         self._cpu_clock = cpu_clock
         self._totals_s: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._open: list[float] = []  # per open stage: seconds its nested stages took so far
         self._wall0: float | None = None
         self._cpu0: float | None = None
         self._wall1: float | None = None
@@ -47,10 +52,15 @@ class StageTimer:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         t0 = self._clock()
+        self._open.append(0.0)
         try:
             yield
         finally:
-            self._totals_s[name] = self._totals_s.get(name, 0.0) + (self._clock() - t0)
+            spanned = self._clock() - t0
+            nested = self._open.pop()
+            if self._open:
+                self._open[-1] += spanned
+            self._totals_s[name] = self._totals_s.get(name, 0.0) + (spanned - nested)
             self._counts[name] = self._counts.get(name, 0) + 1
 
     @property

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
-from collections.abc import Callable
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from slimvl.config import INT8QuantizationConfig
+from slimvl.models.hooks import RunCalibration
 from slimvl.monitor.machine import machine_info
 from slimvl.quant.calibrate import run_calibration
 from slimvl.quant.embedding import Int8Embedding, TiedInt8LMHead
@@ -31,11 +31,14 @@ Timings = dict[str, dict[str, dict[str, float]]]
 
 
 def quantize_model(
-    model: nn.Module, config: INT8QuantizationConfig, calibration_feed: Callable[[], None] | None = None
+    model: nn.Module,
+    config: INT8QuantizationConfig,
+    calibration: RunCalibration | None = None,
+    pack: bool = True,
 ) -> QuantPlan:
     """Quantize ``model`` (a ``Qwen3VLForConditionalGeneration``) in place and return the plan.
 
-    Calibration (``calibration_feed()`` runs the calibration requests through the model) is needed for
+    Calibration (``calibration`` runs the calibration requests through the model) is needed for
     ``static`` mode and for SmoothQuant. SmoothQuant folds its factors into the preceding norm (q/k/v
     share ``input_layernorm``, gate/up share ``post_attention_layernorm``, vision qkv/fc1 their block's
     norms) or into ``up_proj`` for ``down_proj``, at no run-time cost; other linears divide their input
@@ -45,7 +48,9 @@ def quantize_model(
     measured per layer shape among those computing the recipe's numerics (``kernels.usable_kernels``),
     linears that run stacked (``fused``) at their stacked shape, so they get one kernel;
     vision layers are timed at M=256 only (they never run one row), decoder layers at M=1 then M=256,
-    lm_head at M=1 (it sees the last position only).
+    lm_head at M=1 (it sees the last position only). With ``pack`` the kernels' packed weights are
+    prepared now (`prepare_kernels`); without, the modules keep their plain int8 weights until they are
+    prepared or first run (to be assembled anew first: `slimvl.assemble`).
     """
     mode, alpha = config.quantization_mode, config.smoothquant_alpha
     float_bits = _float_bits(mode, config.activation_bits)
@@ -56,9 +61,9 @@ def quantize_model(
     targets = select_linears(model, config)
     stats = {}
     if targets and (mode == "static" or alpha is not None):
-        if calibration_feed is None:
-            raise ValueError(f"mode {mode!r} with smoothquant_alpha={alpha} needs calibration data (a feed)")
-        stats = run_calibration(targets, calibration_feed)
+        if calibration is None:
+            raise ValueError(f"mode {mode!r} with smoothquant_alpha={alpha} needs calibration requests")
+        stats = run_calibration(targets, calibration)
     smoothing = migrate_outliers(model, targets, stats, alpha) if alpha is not None else {}
     timings: Timings = defaultdict(dict)
     plans: dict[str, ModulePlan] = {}
@@ -84,7 +89,8 @@ def quantize_model(
         plans[name] = ModulePlan("linear", mode, choice, shape, linear.bias is not None, how, act_range)
     if config.quantize_embeddings:
         plans.update(_quantize_embeddings(model, timings, mode, config.reduce_range, float_bits))
-    prepare_kernels(model)
+    if pack:
+        prepare_kernels(model)
     calibration = {
         name: {
             "tokens": st.tokens,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from slimvl.models.hooks import RunCalibration
 
 _PERCENTILE_SAMPLE = 1 << 16  # |x| values per call the percentile is estimated from
 
@@ -38,7 +39,7 @@ class _Observer:
         self.percentile = percentile
         self.stats: ActStats | None = None
 
-    def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+    def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict) -> None:
         x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
         lo, hi = x.aminmax(dim=0)
         flat = x.abs().flatten()
@@ -57,27 +58,21 @@ class _Observer:
 
 
 def run_calibration(
-    modules: dict[str, nn.Module], feed: Callable[[], None], percentile: float = 0.999
+    modules: dict[str, nn.Module], run: RunCalibration, percentile: float = 0.999
 ) -> dict[str, ActStats]:
-    """Record the input statistics of each of ``modules`` while ``feed()`` runs the model.
+    """Record the input statistics of each of ``modules`` while ``run`` feeds the calibration requests
+    through the model.
 
-    ``feed`` runs the calibration requests (images and prompts through the model); every module must
-    see at least one input, or ValueError names those that did not (e.g. vision layers with a feed
-    that has no images).
+    Every module must see at least one input, or ValueError names those that did not (e.g. vision
+    layers with requests that have no images).
     """
     observers = {name: _Observer(percentile) for name in modules}
-    handles = [module.register_forward_pre_hook(observers[name]) for name, module in modules.items()]
-    try:
-        with torch.inference_mode():
-            feed()
-    finally:
-        for handle in handles:
-            handle.remove()
+    run({module: observers[name] for name, module in modules.items()})
     stats = {name: obs.stats for name, obs in observers.items()}
     missing = [name for name, st in stats.items() if st is None]
     if missing:
         raise ValueError(
-            f"calibration never ran {len(missing)} module(s), e.g. {missing[0]}: the feed must exercise them"
+            f"calibration never ran {len(missing)} module(s), e.g. {missing[0]}: the requests must exercise them"
         )
     # Cloned outside inference mode: plain tensors, usable later as (loadable) buffers.
     return {

@@ -58,6 +58,12 @@ class Int8Embedding(nn.Module):
         self.register_buffer("qweight", mapped, persistent=False)
         self._file = (file, offset)
 
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        """A table left in its file is saved all the same (read through the mapping)."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._file is not None:
+            destination[prefix + "qweight"] = self.qweight
+
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` of the table in memory of their own."""
         if self._file is None:

@@ -1,7 +1,7 @@
 """Visual token sparsification for Qwen3-VL: score, select, compact (positions and DeepStack kept right)."""
 
-from slimvl.sparsify.lowres import downscale_to_budget, size_for_tokens, visual_tokens_for_size
-from slimvl.sparsify.prefill import prefill_with_attention_pruning
+from slimvl.sparsify.lowres import size_for_tokens, visual_tokens_for_size
+from slimvl.sparsify.prefill import prefill_keeping_attended
 from slimvl.sparsify.scorers import attention_scores, question_mask, text_guided_scores
 from slimvl.sparsify.select import grid_mask, random_mask, select_visual, top_k_mask
 from slimvl.sparsify.sparsifier import (
@@ -10,18 +10,17 @@ from slimvl.sparsify.sparsifier import (
     VisionSparsifier,
     make_sparsifier,
 )
-from slimvl.sparsify.vision import encode_images_pruned
+from slimvl.sparsify.vision import encode_images_keeping
 
 __all__ = [
     "AttentionSparsifier",
     "TokenSparsifier",
     "VisionSparsifier",
     "attention_scores",
-    "downscale_to_budget",
-    "encode_images_pruned",
+    "encode_images_keeping",
     "grid_mask",
     "make_sparsifier",
-    "prefill_with_attention_pruning",
+    "prefill_keeping_attended",
     "question_mask",
     "random_mask",
     "select_visual",

@@ -13,17 +13,16 @@ the weights, as `SCORER_MODULE` of the model.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig, Qwen3VLForConditionalGeneration
 
-from slimvl.models.decode import StaticKVCache
-from slimvl.models.preprocess import Preprocessor
-from slimvl.models.steps import DecoderSequence, build_sequence, encode_images
-from slimvl.sparsify.prefill import question_attention, run_layers
+from slimvl.models.hooks import RequestHooks, RunCalibration, StopRequest
+from slimvl.models.steps import DecoderSequence
+from slimvl.sparsify.prefill import question_attention
 from slimvl.sparsify.scorers import question_mask
 
 SCORER_MODULE = "slimvl_token_scorer"
@@ -122,42 +121,41 @@ class Example:
     target: torch.Tensor  # (Nv,) the attention scorer's scores, normalized to sum to 1
 
 
-def attention_example(
-    model: Qwen3VLForConditionalGeneration,
-    seq: DecoderSequence,
-    special_ids: Collection[int],
-    score_layer: int,
-    deepstack_only: bool = False,
-) -> Example:
-    """The scorer's inputs for `seq` (see `scorer_features`) and the attention scorer's distribution in
-    `score_layer`."""
-    text = model.model.language_model
-    with torch.no_grad():
-        cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
-        hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, score_layer))
-        question = question_mask(seq, special_ids)
-        scores = question_attention(model, seq, hidden, question, score_layer).float()
-        queries, visuals = scorer_features(seq, question, deepstack_only)
-    return Example(queries.float().clone(), visuals.float().clone(), scores / scores.sum())
+class _RecordSequence(RequestHooks):
+    """Plain hooks that keep the decoder sequence of the request running."""
+
+    seq: DecoderSequence | None = None
+
+    def after_vision(self, seq: DecoderSequence) -> DecoderSequence:
+        self.seq = seq
+        return seq
 
 
 def attention_examples(
+    run: RunCalibration,
     model: Qwen3VLForConditionalGeneration,
-    preprocessor: Preprocessor,
-    requests: Iterable[tuple[list, str]],
+    special_ids: Collection[int],
     score_layer: int,
     deepstack_only: bool = False,
 ) -> list[Example]:
-    """`attention_example` of each calibration request (images, prompt) that holds visual tokens."""
-    special_ids = preprocessor.tokenizer.all_special_ids
-    out = []
-    for images, prompt in requests:
-        inputs = preprocessor(images, prompt)
-        with torch.no_grad():
-            seq = build_sequence(model, inputs, encode_images(model, inputs))
+    """One `Example` per calibration request that holds visual tokens: the scorer's inputs (see
+    `scorer_features`) and the attention scorer's distribution in `score_layer`, taken from that layer's
+    input as the request's prefill reaches it (the rest of the request is skipped)."""
+    recorder = _RecordSequence()
+    found = []
+
+    def observe(_layer: nn.Module, args: tuple, kwargs: dict) -> None:
+        seq = recorder.seq
         if bool(seq.visual_mask.any()):
-            out.append(attention_example(model, seq, special_ids, score_layer, deepstack_only))
-    return out
+            hidden = args[0] if args else kwargs["hidden_states"]
+            question = question_mask(seq, special_ids)
+            scores = question_attention(model, seq, hidden, question, score_layer).float()
+            found.append((*scorer_features(seq, question, deepstack_only), scores))
+        raise StopRequest
+
+    run({model.model.language_model.layers[score_layer]: observe}, hooks=recorder)
+    # cloned outside inference mode: plain tensors, usable in the fit's autograd
+    return [Example(q.float().clone(), v.float().clone(), s.clone() / s.sum()) for q, v, s in found]
 
 
 def _kl(example: Example, scorer: TokenScorer) -> torch.Tensor:

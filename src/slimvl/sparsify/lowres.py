@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
 # A grid may miss the budget by up to this fraction when that keeps the aspect ratio closer.
@@ -47,12 +46,3 @@ def visual_tokens_for_size(width: int, height: int, processor: Qwen2VLImageProce
         max_pixels=processor.size["longest_edge"],
     )
     return (h // factor) * (w // factor)
-
-
-def downscale_to_budget(image: Image.Image, budget: int, factor: int = 32) -> Image.Image:
-    """`image` resized (bicubic) to about `budget` visual tokens, aspect ratio kept.
-
-    The processor's `min_pixels` (Qwen3-VL ships 65536 = 64 tokens) scales small images back up: for
-    budgets below it, lower the processor's `size["shortest_edge"]` too (`visual_tokens_for_size` tells).
-    """
-    return image.resize(size_for_tokens(image.width, image.height, budget, factor), Image.Resampling.BICUBIC)

@@ -1,13 +1,14 @@
 """A prefill split at decoder layer `score_layer`: the layers before it see every visual token, the
 attention in that layer picks the visual tokens to keep, and the layers from it on see only those.
 
-Pruned positions also leave the KV cache of the early layers, so every layer's cache holds exactly
+Dropped positions also leave the KV cache of the early layers, so every layer's cache holds exactly
 the kept sequence and decoding continues at `seq.next_position` like after a plain prefill.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import nullcontext
 
 import torch
 from transformers import DynamicCache, Qwen3VLForConditionalGeneration
@@ -15,6 +16,7 @@ from transformers.masking_utils import create_causal_mask
 
 from slimvl.config import SparsificationConfig
 from slimvl.models.decode import StaticKVCache
+from slimvl.models.hooks import Stage
 from slimvl.models.steps import DecoderSequence
 from slimvl.sparsify.scorers import attention_scores, question_mask
 from slimvl.sparsify.select import sequence_keep_mask
@@ -63,26 +65,28 @@ def question_attention(
     return attention_scores(text.layers[layer], position_embeddings, hidden, question, seq.visual_mask[0])
 
 
-def prune_cache(cache: DynamicCache, keep_mask: torch.Tensor, layers: range) -> None:
+def drop_from_cache(cache: DynamicCache, keep_mask: torch.Tensor, layers: range) -> None:
     """Drop the sequence positions where `keep_mask` (L,) is False from the keys/values of `layers`
     (`BufferedLayer`s, compacted in their buffers)."""
     for i in layers:
         cache.layers[i].keep(keep_mask)
 
 
-def prefill_with_attention_pruning(
+def prefill_keeping_attended(
     model: Qwen3VLForConditionalGeneration,
     seq: DecoderSequence,
     config: SparsificationConfig,
     special_ids: Collection[int] = (),
     cache: DynamicCache | None = None,
+    stage: Stage = lambda _name: nullcontext(),
 ) -> tuple[torch.Tensor, DynamicCache, DecoderSequence]:
-    """Prefill that prunes visual tokens by the question's attention in layer `config.score_layer`.
+    """Prefill that keeps the visual tokens the question attends to most in layer `config.score_layer`.
 
     Returns the last position's logits, the KV cache (every layer holds the kept sequence) and the
-    kept sequence (original MRoPE positions, DeepStack rows and visual mask pruned alike).
+    kept sequence (original MRoPE positions, DeepStack rows and visual mask cut alike).
     `special_ids` delimit the question (see `question_mask`). `cache`: a `StaticKVCache.prefill_cache()`
-    of at least the full sequence's length; by default one of exactly that length.
+    of at least the full sequence's length; by default one of exactly that length. The scoring and the
+    cut are timed as `stage("sparsify")`.
     """
     text = model.model.language_model
     n_layers = len(text.layers)
@@ -95,12 +99,13 @@ def prefill_with_attention_pruning(
         cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
     hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, split))
 
-    scores = None
-    if config.sparsity_method == "top_k":
-        scores = question_attention(model, seq, hidden, question_mask(seq, special_ids), split)
-    keep_mask = sequence_keep_mask(config, seq, scores)
-
-    kept = seq.keep(keep_mask)
-    prune_cache(cache, keep_mask, range(0, split))
-    hidden = run_layers(model, hidden[:, keep_mask], kept, cache, range(split, n_layers))
+    with stage("sparsify"):
+        scores = None
+        if config.sparsity_method == "top_k":
+            scores = question_attention(model, seq, hidden, question_mask(seq, special_ids), split)
+        keep_mask = sequence_keep_mask(config, seq, scores)
+        kept = seq.keep(keep_mask)
+        drop_from_cache(cache, keep_mask, range(0, split))
+        hidden = hidden[:, keep_mask]
+    hidden = run_layers(model, hidden, kept, cache, range(split, n_layers))
     return model.lm_head(text.norm(hidden[:, -1:])), cache, kept

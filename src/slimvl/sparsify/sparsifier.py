@@ -1,10 +1,10 @@
-"""The sparsifier the pipeline calls between the vision encoder and the decoder prefill.
+"""The visual token sparsifiers: request hooks (`slimvl.models.hooks`) that drop visual tokens.
 
-Pre-decoder methods (top-k by the text-guided or the distilled scorer, random, grid) compact the
-`DecoderSequence` before the prefill. The `attention` scorer needs the decoder itself: its sparsifier
-leaves the sequence alone and offers a `prefill` that the pipeline runs instead of the plain one. The
-`vision` scorer ranks inside the vision encoder: its sparsifier offers an `encode_images` that the
-pipeline runs instead of the plain encoder, and the sequence arrives already compact.
+Each acts at the one point of the request its scorer needs: pre-decoder methods (top-k by the
+text-guided or the distilled scorer, random, grid) compact the `DecoderSequence` after the vision
+encoder (`after_vision`); the `attention` scorer needs the decoder itself, so it replaces the prefill;
+the `vision` scorer ranks inside the vision encoder, so it replaces the image encoding and the sequence
+arrives already compact. Each times its scoring and selection as the request's "sparsify" stage.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ import torch
 from transformers import DynamicCache, Qwen3VLForConditionalGeneration
 
 from slimvl.config import SparsificationConfig
+from slimvl.models.hooks import RequestHooks, Stage
 from slimvl.models.preprocess import ModelInputs
 from slimvl.models.steps import DecoderSequence, VisualFeatures
 from slimvl.sparsify.distill import SCORER_MODULE, TokenScorer, query_features
-from slimvl.sparsify.prefill import prefill_with_attention_pruning
+from slimvl.sparsify.prefill import prefill_keeping_attended
 from slimvl.sparsify.scorers import question_mask, question_rows, text_guided_scores
 from slimvl.sparsify.select import select_visual, sequence_keep_mask
-from slimvl.sparsify.vision import encode_images_pruned
+from slimvl.sparsify.vision import encode_images_keeping
 
 # (sequence, question mask) -> one score per visual token, higher = keep
 PreDecoderScorer = Callable[[DecoderSequence, torch.Tensor], torch.Tensor]
 
 
-class TokenSparsifier:
+class TokenSparsifier(RequestHooks):
     """Drops visual tokens before the decoder: `config.tokens_to_keep(n)` of each image, ranked by
     `scorer` for `top_k` (by default the text-guided similarity)."""
 
@@ -48,63 +49,59 @@ class TokenSparsifier:
             scores = self.scorer(seq, question_mask(seq, self.special_ids))
         return sequence_keep_mask(self.config, seq, scores)
 
-    def __call__(self, seq: DecoderSequence) -> DecoderSequence:
+    def after_vision(self, seq: DecoderSequence) -> DecoderSequence:
         if self.config.sparsity_ratio == 0 or not bool(seq.visual_mask.any()):
             return seq
         return seq.keep(self.keep_mask(seq))
 
 
-class AttentionSparsifier:
-    """Prunes inside the prefill by the question's attention in decoder layer `config.score_layer`.
-
-    Calling it returns the sequence unchanged; the pipeline must run `prefill` instead of the plain
-    prefill. It returns the logits, the cache and the kept sequence (for metrics and decoding).
-    """
+class AttentionSparsifier(RequestHooks):
+    """Keeps the visual tokens the question attends to most in decoder layer `config.score_layer`: its
+    prefill runs the layers before it over every token, then the rest over the kept ones
+    (`slimvl.sparsify.prefill`), and returns the kept sequence with the logits and the cache."""
 
     def __init__(self, config: SparsificationConfig, special_ids: Collection[int] = ()):
         self.config = config
         self.special_ids = frozenset(special_ids)
 
-    def __call__(self, seq: DecoderSequence) -> DecoderSequence:
-        return seq
-
     def prefill(
-        self, model: Qwen3VLForConditionalGeneration, seq: DecoderSequence, cache: DynamicCache | None = None
+        self,
+        model: Qwen3VLForConditionalGeneration,
+        seq: DecoderSequence,
+        cache: DynamicCache,
+        stage: Stage,
     ) -> tuple[torch.Tensor, DynamicCache, DecoderSequence]:
-        return prefill_with_attention_pruning(model, seq, self.config, self.special_ids, cache)
+        if not bool(seq.visual_mask.any()):
+            return super().prefill(model, seq, cache, stage)
+        return prefill_keeping_attended(model, seq, self.config, self.special_ids, cache, stage)
 
 
-class VisionSparsifier:
-    """Prunes inside the vision encoder (`slimvl.sparsify.vision`): `scorer`, fitted on the first DeepStack
-    features, ranks each image's tokens right after that feature's layer, from the question's embeddings.
-
-    Calling it returns the sequence unchanged; the pipeline must run `encode_images` instead of the
-    plain encoder (the sequence it builds then holds only the kept visual tokens).
-    """
+class VisionSparsifier(RequestHooks):
+    """Drops visual tokens inside the vision encoder (`slimvl.sparsify.vision`): `scorer`, fitted on the
+    first DeepStack features, ranks each image's tokens right after that feature's layer, from the
+    question's embeddings; the rest of the encoder and the prefill see only the kept tokens."""
 
     def __init__(self, config: SparsificationConfig, special_ids: Collection[int], scorer: TokenScorer):
         self.config = config
         self.special_ids = frozenset(special_ids)
         self.scorer = scorer
 
-    def __call__(self, seq: DecoderSequence) -> DecoderSequence:
-        return seq
-
     def encode_images(
-        self, model: Qwen3VLForConditionalGeneration, inputs: ModelInputs
+        self, model: Qwen3VLForConditionalGeneration, inputs: ModelInputs, stage: Stage
     ) -> VisualFeatures | None:
         if inputs.pixel_values is None:
             return None
-        ids, visual = inputs.input_ids[0], inputs.mm_token_type_ids[0].to(torch.bool)
-        words = model.get_input_embeddings()(ids[question_rows(ids, visual, self.special_ids)])
-        queries = query_features(words)
+        with stage("sparsify"):
+            ids, visual = inputs.input_ids[0], inputs.mm_token_type_ids[0].to(torch.bool)
+            words = model.get_input_embeddings()(ids[question_rows(ids, visual, self.special_ids)])
+            queries = query_features(words)
 
         def choose(first_deepstack: torch.Tensor, tokens_per_image: list[int]) -> torch.Tensor:
-            with torch.no_grad():
+            with stage("sparsify"), torch.no_grad():
                 scores = self.scorer(queries, first_deepstack)
-            return select_visual(self.config, tokens_per_image, None, scores)
+                return select_visual(self.config, tokens_per_image, None, scores)
 
-        return encode_images_pruned(model, inputs, choose)
+        return encode_images_keeping(model, inputs, choose)
 
 
 def make_sparsifier(

@@ -1,16 +1,16 @@
-"""Visual token pruning inside the vision encoder, so that most of the vision tower runs on kept tokens.
+"""Visual tokens dropped inside the vision encoder, so that most of the vision tower runs on kept tokens.
 
 Qwen3-VL's vision tower runs every patch through all its blocks, and its DeepStack mergers read the
-hidden states after blocks `deepstack_visual_indexes`. `encode_images_pruned` runs the tower as
+hidden states after blocks `deepstack_visual_indexes`. `encode_images_keeping` runs the tower as
 `Qwen3VLVisionModel.forward` does up to the first of those blocks, lets `choose` pick the merged tokens
 to keep from that block's DeepStack features, then runs the remaining blocks, the later DeepStack
 mergers and the final merger on the kept tokens' patches only (a merged token is 2x2 patches that sit
 next to each other in the patch sequence, so whole tokens are kept or dropped). Each image stays its
 own attention segment; kept patches keep their 2-D rotary positions.
 
-The pruned tokens come back as zero rows with `VisualFeatures.kept` marking the computed ones, so that
-`build_sequence` places every token at its position in the full sequence (MRoPE positions are those
-of the unpruned prompt) and then drops the pruned rows.
+Only the kept tokens' rows come back, with `VisualFeatures.kept` marking which tokens they are, so that
+`build_sequence` places them at their positions in the full sequence (MRoPE positions are those of the
+whole prompt) and leaves the dropped ones out.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from slimvl.models.steps import VisualFeatures
 TokenChooser = Callable[[torch.Tensor, list[int]], torch.Tensor]
 
 
-def encode_images_pruned(
+def encode_images_keeping(
     model: Qwen3VLForConditionalGeneration, inputs: ModelInputs, choose: TokenChooser
 ) -> VisualFeatures | None:
     """The vision encoder's output with only the tokens `choose` keeps computed after the first DeepStack
-    block (see the module docstring); a model without DeepStack layers runs unpruned."""
+    block (see the module docstring); a model without DeepStack layers keeps every token."""
     if inputs.pixel_values is None:
         return None
     visual = model.model.visual
@@ -46,7 +46,7 @@ def encode_images_pruned(
     unit = visual.spatial_merge_size**2
     per_image = (grid_thw.prod(-1) // unit).tolist()
     taps = list(visual.deepstack_visual_indexes)
-    prune_after = taps[0] if taps else None
+    choose_after = taps[0] if taps else None
 
     indices, weights = get_vision_interpolation_indices_and_weights(
         grid_thw,
@@ -67,7 +67,7 @@ def encode_images_pruned(
         hidden = block(hidden, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, position_embeddings=(cos, sin))
         if i in taps:
             deepstack.append(visual.deepstack_merger_list[taps.index(i)](hidden))
-        if i == prune_after:
+        if i == choose_after:
             kept = _checked(choose(deepstack[0], per_image), per_image)
             patches = kept.repeat_interleave(unit)
             hidden, cos, sin = hidden[patches], cos[patches], sin[patches]
@@ -77,7 +77,8 @@ def encode_images_pruned(
     embeds = visual.merger(hidden)
     if kept is None:
         return VisualFeatures(embeds, deepstack, per_image)
-    return VisualFeatures(_scatter(embeds, kept), [_scatter(d, kept) for d in deepstack], per_image, kept)
+    # the first DeepStack feature was taken before the choice, for every token
+    return VisualFeatures(embeds, [deepstack[0][kept], *deepstack[1:]], per_image, kept)
 
 
 def _checked(kept: torch.Tensor, per_image: list[int]) -> torch.Tensor:
@@ -88,12 +89,3 @@ def _checked(kept: torch.Tensor, per_image: list[int]) -> torch.Tensor:
             f"visual token ({sum(per_image)}) keeping at least one token of every image"
         )
     return kept.to(torch.bool)
-
-
-def _scatter(rows: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """(Nv, D) with `rows` at the kept positions and zeros elsewhere (rows already full-size pass)."""
-    if rows.shape[0] == kept.shape[0]:
-        return rows
-    full = rows.new_zeros(kept.shape[0], rows.shape[1])
-    full[kept] = rows
-    return full

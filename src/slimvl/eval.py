@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -138,12 +138,3 @@ def paired_difference(a: EvalResult, b: EvalResult) -> dict[str, float]:
     var = sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1)
     half = Z95 * math.sqrt(var / len(diffs))
     return {"delta": mean, "ci95": [mean - half, mean + half], "n": len(diffs)}
-
-
-def discordant_counts(a: Iterable[bool], b: Iterable[bool]) -> tuple[int, int]:
-    """(right in a only, right in b only): what a McNemar test looks at."""
-    only_a = only_b = 0
-    for x, y in zip(a, b, strict=True):
-        only_a += x and not y
-        only_b += y and not x
-    return only_a, only_b

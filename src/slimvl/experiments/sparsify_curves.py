@@ -1,4 +1,4 @@
-"""Accuracy against visual tokens kept, for each way of keeping fewer: the curves of issue "sparsify".
+"""Accuracy against visual tokens kept, for each way of keeping fewer: one curve per method.
 
 Every point answers the same questions (the first N of a split) as the unsparsified model, so each point
 carries its paired difference against it. The methods are the sparsifier's (text-guided, attention,
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from slimvl.api import SlimModel, load
 from slimvl.atomic import write_text_atomic
-from slimvl.bench.accuracy import EvalResult, evaluate, paired_difference
 from slimvl.config import Recipe, SparsificationConfig
 from slimvl.data import VQAExample, examples
+from slimvl.eval import EvalResult, evaluate, paired_difference
 from slimvl.sparsify import visual_tokens_for_size
 
 TOKEN_PIXELS = 32 * 32  # one visual token per 32 x 32 pixels (patch 16, spatial merge 2)

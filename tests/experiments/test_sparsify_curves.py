@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from slimvl.bench.sparsify_curves import CurveMethod, default_methods, sparsify_curves, write_curves
 from slimvl.config import SparsificationConfig
+from slimvl.experiments.sparsify_curves import CurveMethod, default_methods, sparsify_curves, write_curves
 
 
 def test_curves_cover_every_method_and_budget(small_checkpoint: Path, tmp_path: Path) -> None:

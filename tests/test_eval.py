@@ -1,10 +1,11 @@
 import math
 
 import pytest
+import torch
 
-from slimvl.bench.accuracy import (
+from slimvl.eval import (
     EvalResult,
-    discordant_counts,
+    next_token_agreement,
     normalize_answer,
     paired_difference,
     wilson_interval,
@@ -46,16 +47,11 @@ def test_paired_difference() -> None:
     diff = paired_difference(a, b)
     assert diff["delta"] == pytest.approx(0.25)
     assert diff["ci95"][0] < 0.25 < diff["ci95"][1]
-    assert discordant_counts(a.correct, b.correct) == (1, 2)
     with pytest.raises(ValueError, match="same questions"):
         paired_difference(a, _result([True], ["color"]))
 
 
 def test_next_token_agreement_counts_argmax_matches_and_kl() -> None:
-    import torch
-
-    from slimvl.bench.accuracy import next_token_agreement
-
     p = torch.log_softmax(torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), dim=-1)
     q = torch.log_softmax(torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), dim=-1)
     reference = EvalResult("test", 2, False, [True, True], ["color", "shape"], {}, p)

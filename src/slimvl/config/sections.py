@@ -1,7 +1,13 @@
-"""The four optimization configs of the seed document, each validating itself on construction.
+"""The recipe's sections: one config class per optimization (INT8, visual token sparsification,
+pruning, adaptive precision), registered with
+`@recipe_section`, each validating itself on construction.
 
 Messages read ``Class.field: got <value>, allowed: <what is allowed>``. Configs are frozen: derive
 variants with ``dataclasses.replace`` (which re-runs validation).
+
+Registering a section is the one place an optimization is named: its recipe key, its config class, the
+order in which sections are applied, and the module that applies it (imported by `slimvl.registry` only
+when a recipe uses the section; see there for what that module provides).
 """
 
 from __future__ import annotations
@@ -12,6 +18,35 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
 RECIPE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str  # the recipe key (YAML/JSON) and the Recipe attribute
+    config: type  # its config dataclass
+    order: int  # sections apply in increasing order: weights are pruned before they are quantized
+    handler: str  # module that applies it (`slimvl.registry` describes its functions)
+
+
+_SECTIONS: dict[str, Section] = {}
+
+
+def recipe_section(key: str, order: int, handler: str) -> Callable[[type], type]:
+    """Register the decorated config class as recipe section `key`."""
+
+    def register(cls: type) -> type:
+        if key in _SECTIONS or any(s.order == order for s in _SECTIONS.values()):
+            raise ValueError(f"recipe section {key!r} (order {order}) is registered twice")
+        _SECTIONS[key] = Section(key, cls, order, handler)
+        return cls
+
+    return register
+
+
+def sections() -> tuple[Section, ...]:
+    """Every registered section, in the order they are applied."""
+    return tuple(sorted(_SECTIONS.values(), key=lambda s: s.order))
+
 
 # Bit width of each precision; the order used by AdaptivePrecisionConfig (fp16 and bf16 tie).
 PRECISION_BITS: dict[str, int] = {"int8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
@@ -46,6 +81,7 @@ class _ValidatedConfig:
             self._fail(name, f"one of {', '.join(repr(c) for c in choices)}")
 
 
+@recipe_section("int8", order=20, handler="slimvl.quant.section")
 @dataclass(frozen=True)
 class INT8QuantizationConfig(_ValidatedConfig):
     """INT8 quantization of linear layers.
@@ -93,6 +129,7 @@ class INT8QuantizationConfig(_ValidatedConfig):
         self._check_int("calibration_samples", 1)
 
 
+@recipe_section("sparsification", order=30, handler="slimvl.sparsify.section")
 @dataclass(frozen=True)
 class SparsificationConfig(_ValidatedConfig):
     """Visual token sparsification: drop the least useful visual tokens before the decoder.
@@ -160,13 +197,18 @@ class SparsificationConfig(_ValidatedConfig):
         return min(keep, n_visual)
 
 
+@recipe_section("pruning", order=10, handler="slimvl.prune.section")
 @dataclass(frozen=True)
 class PruningConfig(_ValidatedConfig):
-    """Weight pruning of the language model.
+    """Weight pruning of the language model's decoder linears, each output row losing
+    ``round(pruning_ratio * in_features)`` weights.
 
-    ``criterion`` ``"wanda"`` scores weights by ``|W| * ||x||`` (Sun et al., 2023) and
-    needs calibration activations; ``"magnitude"`` uses ``|W|`` alone. Modules whose
-    qualified name contains an entry of ``protected_modules`` are never pruned.
+    ``criterion`` ``"wanda"`` scores weights by ``|W| * ||x||`` (Sun et al., 2023), ``"sparsegpt"``
+    prunes by the OBS saliency and updates the remaining weights to compensate (Frantar & Alistarh,
+    2023), both from ``calibration_samples`` calibration requests, each decoder layer seeing the
+    already-pruned layers before it; ``"magnitude"`` uses ``|W|`` alone. ``iterative`` reaches the ratio
+    over ``num_pruning_steps`` (see `ratio_at_step`), re-collecting the statistics at each step. Modules
+    whose qualified name contains an entry of ``protected_modules`` are never pruned.
     """
 
     pruning_ratio: float = 0.3
@@ -181,9 +223,10 @@ class PruningConfig(_ValidatedConfig):
         "visual.deepstack_merger_list",
     )
     fine_tune_steps: int = 0
+    calibration_samples: int = 64
 
     SCHEDULES: ClassVar[tuple[str, ...]] = ("iterative", "one_shot")
-    CRITERIA: ClassVar[tuple[str, ...]] = ("magnitude", "wanda")
+    CRITERIA: ClassVar[tuple[str, ...]] = ("magnitude", "wanda", "sparsegpt")
 
     def __post_init__(self) -> None:
         self._check_number("pruning_ratio", "a number in [0, 1)", lambda v: 0 <= v < 1)
@@ -196,6 +239,7 @@ class PruningConfig(_ValidatedConfig):
             self._fail("protected_modules", "a tuple or list of str")
         object.__setattr__(self, "protected_modules", tuple(modules))
         self._check_int("fine_tune_steps", 0)
+        self._check_int("calibration_samples", 1)
 
     def ratio_at_step(self, step: int) -> float:
         """Cumulative pruning ratio to reach after step ``step`` (1-based) of the schedule.
@@ -212,6 +256,7 @@ class PruningConfig(_ValidatedConfig):
         return self.pruning_ratio * (1 - (1 - step / n) ** 3)
 
 
+@recipe_section("adaptive_precision", order=40, handler="slimvl.precision.section")
 @dataclass(frozen=True)
 class AdaptivePrecisionConfig(_ValidatedConfig):
     """Per-layer precision chosen by sensitivity, within ``[min_precision, max_precision]``.
@@ -248,12 +293,3 @@ class AdaptivePrecisionConfig(_ValidatedConfig):
             )
         self._check_number("sensitivity_budget", "a finite number > 0", lambda v: 0 < v < math.inf)
         self._check_int("memory_headroom_mb", 0)
-
-
-# Recipe section key -> config class. Keys are also the Recipe field names.
-SECTIONS: dict[str, type[_ValidatedConfig]] = {
-    "int8": INT8QuantizationConfig,
-    "sparsification": SparsificationConfig,
-    "pruning": PruningConfig,
-    "adaptive_precision": AdaptivePrecisionConfig,
-}
