@@ -1,0 +1,1 @@
+"""Weight pruning: criteria (magnitude, Wanda, SparseGPT), row masks, the layer-by-layer schedule."""

@@ -1,0 +1,125 @@
+"""Prune a Qwen3-VL model's decoder linears per a `PruningConfig`: the criterion, the schedule (each
+step re-collects the statistics on the model as pruned so far, layer by layer: `layerwise`), the
+protected modules, and the record of what was pruned.
+
+Unstructured: the pruned weights become zeros in dense tensors, which dense kernels multiply as fast as
+any other number (the speed of a smaller model needs the structured variant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import Qwen3VLForConditionalGeneration
+
+from slimvl.config import PruningConfig
+from slimvl.models.hooks import InputObserver, RunCalibration
+from slimvl.prune.criteria import InputHessian, InputNorms, magnitude_scores, wanda_scores
+from slimvl.prune.layerwise import first_layer_inputs, prune_layer_by_layer
+from slimvl.prune.masks import row_mask, sparsity
+from slimvl.prune.sparsegpt import sparsegpt_prune
+
+DECODER = "model.language_model.layers"
+
+# criterion -> the input statistic it needs (None: none)
+STATISTIC: dict[str, type | None] = {"magnitude": None, "wanda": InputNorms, "sparsegpt": InputHessian}
+
+
+def prunable_linears(model: nn.Module, protected: tuple[str, ...]) -> tuple[dict[str, nn.Linear], list[str]]:
+    """The decoder's linears that may be pruned, and those a `protected` entry names (kept whole).
+
+    Raises ValueError naming `protected_modules` for an entry that matches no module of the model.
+    """
+    names = [name for name, _ in model.named_modules()]
+    unmatched = [entry for entry in protected if not any(entry in name for name in names)]
+    if unmatched:
+        raise ValueError(f"PruningConfig.protected_modules: {unmatched[0]!r} matches no module of this model")
+    linears, kept = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name.startswith(DECODER + "."):
+            if any(entry in name for entry in protected):
+                kept.append(name)
+            else:
+                linears[name] = module
+    return linears, kept
+
+
+def _prune_weight(
+    linear: nn.Linear, criterion: str, statistic: object, ratio: float, already: torch.Tensor | None
+) -> torch.Tensor:
+    """Prune `linear` in place to `ratio` per row; returns its mask."""
+    weight = linear.weight
+    if criterion == "sparsegpt":
+        pruned, mask = sparsegpt_prune(weight, statistic.hessian, ratio, already)
+        weight.copy_(pruned)
+        return mask
+    scores = (
+        magnitude_scores(weight) if criterion == "magnitude" else wanda_scores(weight, statistic.sq_norms)
+    )
+    mask = row_mask(scores, ratio, already)
+    weight.masked_fill_(mask, 0)
+    return mask
+
+
+def prune_model(
+    model: Qwen3VLForConditionalGeneration,
+    config: PruningConfig,
+    calibration: RunCalibration | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Prune `model` in place per `config` and return the plan (JSON-ready): criterion, schedule, the
+    ratio reached at each step, the protected linears, and each pruned linear's shape and sparsity.
+
+    `calibration` runs the calibration requests (needed by every criterion but magnitude).
+    """
+    if config.structured:
+        raise ValueError(
+            "PruningConfig.structured: got True, allowed: False (structured pruning is not built yet)"
+        )
+    statistic = STATISTIC[config.criterion]
+    if statistic is not None and calibration is None:
+        raise ValueError(f"PruningConfig.criterion: {config.criterion!r} needs calibration requests")
+    linears, protected = prunable_linears(model, config.protected_modules)
+    owner = {module: name for name, module in linears.items()}
+    masks: dict[str, torch.Tensor] = {}
+    steps = config.num_pruning_steps if config.pruning_schedule == "iterative" else 1
+    reached = []
+    for step in range(1, steps + 1):
+        ratio = config.ratio_at_step(step)
+
+        def prune_layer(_index: int, layer: nn.Module, ratio: float = ratio):
+            mine = {m: owner[m] for m in layer.modules() if m in owner}
+            stats = {m: statistic(m.in_features) for m in mine} if statistic else {}
+            observers: dict[nn.Module, InputObserver] = {
+                m: (lambda _m, args, _kw, s=s: s.add(args[0])) for m, s in stats.items()
+            }
+
+            def finish() -> None:
+                for module, name in mine.items():
+                    masks[name] = _prune_weight(
+                        module, config.criterion, stats.get(module), ratio, masks.get(name)
+                    )
+
+            return observers, finish
+
+        with torch.no_grad():
+            if statistic is None:
+                for index, layer in enumerate(model.model.language_model.layers):
+                    prune_layer(index, layer)[1]()
+            else:
+                prune_layer_by_layer(model, first_layer_inputs(calibration, model), prune_layer)
+        reached.append(round(ratio, 6))
+        if on_step is not None:
+            on_step(step, ratio)
+    return {
+        "criterion": config.criterion,
+        "schedule": config.pruning_schedule,
+        "ratios": reached,
+        "protected": protected,
+        "layers": {
+            name: {"shape": list(linear.weight.shape), "sparsity": round(sparsity(linear.weight), 6)}
+            for name, linear in linears.items()
+        },
+    }
