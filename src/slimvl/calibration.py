@@ -50,10 +50,12 @@ class Calibration:
         prompts = prompts or [CALIBRATION_PROMPT]
         return [([load_image(f)], prompts[i % len(prompts)]) for i, f in enumerate(files[: self.samples])]
 
-    def runner(self, loaded: LoadedModel, samples: int | None = None) -> CalibrationRunner:
+    def runner(
+        self, loaded: LoadedModel, samples: int | None = None, max_new_tokens: int = 2
+    ) -> CalibrationRunner:
         """A runner over this source's first `samples` requests (by default `self.samples`)."""
         source = self if samples is None else Calibration(self.directory, samples)
-        return CalibrationRunner(loaded, source.requests())
+        return CalibrationRunner(loaded, source.requests(), max_new_tokens)
 
 
 @dataclass

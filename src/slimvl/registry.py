@@ -65,7 +65,7 @@ def apply_recipe(
     section that has any) and the plans by section."""
     hooks, plans = None, {}
     for key, config, module in _handlers(recipe):
-        applied = module.apply(loaded, config, lambda n: calibration.runner(loaded, n).run)
+        applied = module.apply(loaded, config, lambda n, tokens=2: calibration.runner(loaded, n, tokens).run)
         hooks = applied.hooks or hooks
         if applied.plan is not None:
             plans[key] = applied.plan

@@ -87,8 +87,6 @@ def test_sparsegpt_changes_the_weights_it_keeps_and_wanda_does_not(
 def test_bad_settings_name_their_field(small_model: LoadedModel, requests) -> None:
     with pytest.raises(ValueError, match=r"PruningConfig.protected_modules: 'no_such_module'"):
         _pruned(small_model, requests, protected_modules=["no_such_module"])
-    with pytest.raises(ValueError, match="PruningConfig.structured"):
-        _pruned(small_model, requests, structured=True)
     with pytest.raises(ValueError, match="PruningConfig.criterion"):
         prune_model(copy.deepcopy(small_model.model), PruningConfig(criterion="wanda"), None)
     with pytest.raises(ValueError, match="PruningConfig.criterion"):
@@ -137,3 +135,15 @@ def test_a_plan_that_does_not_fit_the_model_is_refused(small_checkpoint: Path, t
     (out / "slimvl.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelLoadError, match="pruning plan gives"):
         slimvl.load(out)
+
+
+def test_recovery_lowers_the_divergence_and_keeps_the_masks_exact(small_checkpoint: Path) -> None:
+    recipe = _recipe(fine_tune_steps=12)
+    slim = slimvl.load(str(small_checkpoint), recipe)
+    plan = slim.plans["pruning"]
+    record = plan["recovery"]
+    assert record["steps"] == 12 and record["requests"] == 4
+    assert record["kl_after"] < record["kl_before"]
+    for name in plan["layers"]:
+        weight = slim.loaded.model.get_submodule(name).weight
+        assert ((weight == 0).sum(dim=1) == pruned_per_row(weight.shape[1], 0.3)).all(), name

@@ -47,12 +47,19 @@ def weights_table(
 
 
 def pruning_table(plan: dict) -> Table:
-    """A pruning plan: the sparsity each decoder layer's linears reached, and what was protected."""
+    """A pruning plan: the sparsity each decoder linear reached (unstructured) or the channels each MLP
+    kept (structured), and what was protected."""
     ratios = ", ".join(f"{r:.3f}" for r in plan["ratios"])
-    table = Table(title=f"pruning: {plan['criterion']}, {plan['schedule']} (ratio after each step: {ratios})")
-    for column in ("linear", "shape", "sparsity"):
-        table.add_column(column, justify="left" if column == "linear" else "right")
-    for name, record in plan["layers"].items():
+    kind = "structured, " if plan.get("structured") else ""
+    title = f"pruning: {kind}{plan['criterion']}, {plan['schedule']} (ratio after each step: {ratios})"
+    table = Table(title=title)
+    columns = ("MLP", "channels", "kept") if plan.get("structured") else ("linear", "shape", "sparsity")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("MLP", "linear") else "right")
+    if plan.get("structured"):
+        for name, (original, kept) in plan["widths"].items():
+            table.add_row(name, f"{original} -> {kept}", f"{kept / original:.1%}")
+    for name, record in plan.get("layers", {}).items():
         table.add_row(name, " x ".join(map(str, record["shape"])), f"{record['sparsity']:.1%}")
     for name in plan["protected"]:
         table.add_row(name, "", "protected")

@@ -43,8 +43,9 @@ class RunCalibration(Protocol):
     ) -> int: ...
 
 
-# n -> a calibration run over the first n calibration requests (what a recipe section's `apply` gets)
-CalibrationRuns = Callable[[int], RunCalibration]
+# (n, max_new_tokens=2) -> a calibration run over the first n calibration requests, each answered with
+# up to max_new_tokens greedy tokens (what a recipe section's `apply` gets)
+CalibrationRuns = Callable[..., RunCalibration]
 
 
 @dataclass

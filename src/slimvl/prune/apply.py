@@ -2,8 +2,8 @@
 step re-collects the statistics on the model as pruned so far, layer by layer: `layerwise`), the
 protected modules, and the record of what was pruned.
 
-Unstructured: the pruned weights become zeros in dense tensors, which dense kernels multiply as fast as
-any other number (the speed of a smaller model needs the structured variant).
+Unstructured, the pruned weights become zeros in dense tensors, which dense kernels multiply as fast as
+any other number; structured, whole MLP channels leave and the matrices shrink (`structured`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ from slimvl.prune.criteria import InputHessian, InputNorms, magnitude_scores, wa
 from slimvl.prune.layerwise import first_layer_inputs, prune_layer_by_layer
 from slimvl.prune.masks import row_mask, sparsity
 from slimvl.prune.sparsegpt import sparsegpt_prune
+from slimvl.prune.structured import (
+    MLP_LINEARS,
+    channel_scores,
+    keep_channels,
+    kept_width,
+    prunable_mlps,
+    width,
+)
 
 DECODER = "model.language_model.layers"
 
@@ -27,15 +35,17 @@ DECODER = "model.language_model.layers"
 STATISTIC: dict[str, type | None] = {"magnitude": None, "wanda": InputNorms, "sparsegpt": InputHessian}
 
 
-def prunable_linears(model: nn.Module, protected: tuple[str, ...]) -> tuple[dict[str, nn.Linear], list[str]]:
-    """The decoder's linears that may be pruned, and those a `protected` entry names (kept whole).
-
-    Raises ValueError naming `protected_modules` for an entry that matches no module of the model.
-    """
+def check_protected(model: nn.Module, protected: tuple[str, ...]) -> None:
+    """Raises ValueError naming `protected_modules` for an entry that matches no module of the model."""
     names = [name for name, _ in model.named_modules()]
     unmatched = [entry for entry in protected if not any(entry in name for name in names)]
     if unmatched:
         raise ValueError(f"PruningConfig.protected_modules: {unmatched[0]!r} matches no module of this model")
+
+
+def prunable_linears(model: nn.Module, protected: tuple[str, ...]) -> tuple[dict[str, nn.Linear], list[str]]:
+    """The decoder's linears that may be pruned, and those a `protected` entry names (kept whole)."""
+    check_protected(model, protected)
     linears, kept = {}, []
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and name.startswith(DECODER + "."):
@@ -75,9 +85,7 @@ def prune_model(
     `calibration` runs the calibration requests (needed by every criterion but magnitude).
     """
     if config.structured:
-        raise ValueError(
-            "PruningConfig.structured: got True, allowed: False (structured pruning is not built yet)"
-        )
+        return prune_channels(model, config, calibration)
     statistic = STATISTIC[config.criterion]
     if statistic is not None and calibration is None:
         raise ValueError(f"PruningConfig.criterion: {config.criterion!r} needs calibration requests")
@@ -123,3 +131,55 @@ def prune_model(
             for name, linear in linears.items()
         },
     }
+
+
+def prune_channels(
+    model: Qwen3VLForConditionalGeneration, config: PruningConfig, calibration: RunCalibration | None
+) -> dict:
+    """Structured: remove MLP channels (`slimvl.prune.structured`) of the decoder and the vision
+    encoder, each step re-scoring on the model shrunk so far; returns the plan with each MLP's width
+    (original, kept)."""
+    if config.criterion == "sparsegpt":
+        raise ValueError(
+            "PruningConfig.criterion: got 'sparsegpt', allowed with structured: 'wanda', 'magnitude' "
+            "(SparseGPT removes single weights)"
+        )
+    if config.criterion == "wanda" and calibration is None:
+        raise ValueError("PruningConfig.criterion: 'wanda' needs calibration requests")
+    check_protected(model, config.protected_modules)
+    mlps, protected = prunable_mlps(model, config.protected_modules)
+    original = {name: width(mlp) for name, mlp in mlps.items()}
+    for channels in original.values():
+        kept_width(channels, config.pruning_ratio)
+    steps = config.num_pruning_steps if config.pruning_schedule == "iterative" else 1
+    reached = []
+    for step in range(1, steps + 1):
+        ratio = config.ratio_at_step(step)
+        norms = {}
+        if config.criterion == "wanda":
+            norms = {name: InputNorms(width(mlp)) for name, mlp in mlps.items()}
+            calibration(
+                {
+                    _reader(mlps[name]): (lambda _m, args, _kw, s=s: s.add(args[0]))
+                    for name, s in norms.items()
+                }
+            )
+        with torch.no_grad():
+            for name, mlp in mlps.items():
+                keep = kept_width(original[name], ratio)
+                if keep < width(mlp):
+                    scores = channel_scores(mlp, norms[name].sq_norms if norms else None)
+                    keep_channels(mlp, scores.topk(keep).indices.sort().values)
+        reached.append(round(ratio, 6))
+    return {
+        "structured": True,
+        "criterion": config.criterion,
+        "schedule": config.pruning_schedule,
+        "ratios": reached,
+        "protected": protected,
+        "widths": {name: [original[name], width(mlp)] for name, mlp in mlps.items()},
+    }
+
+
+def _reader(mlp: nn.Module) -> nn.Linear:
+    return getattr(mlp, MLP_LINEARS[type(mlp).__name__][1])

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from slimvl.config import INT8QuantizationConfig
+from slimvl.errors import ModelLoadError
 from slimvl.models.hooks import RunCalibration
 from slimvl.monitor.machine import machine_info
 from slimvl.quant.calibrate import run_calibration
@@ -169,6 +170,10 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
     ordered = sorted(plan.modules.items(), key=lambda item: item[1].kind != "embedding")  # tables first
     for name, mp in ordered:
         old = model.get_submodule(name)
+        if mp.kind == "linear" and tuple(old.weight.shape) != tuple(mp.shape):
+            raise ModelLoadError(
+                f"the int8 plan gives '{name}' the shape {list(mp.shape)}, the model {list(old.weight.shape)}"
+            )
         device = old.weight.device
         kernel = mp.kernel
         if mp.kind == "embedding":

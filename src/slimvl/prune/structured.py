@@ -1,0 +1,93 @@
+"""Structured pruning of MLP channels: whole intermediate neurons leave the decoder's and the vision
+encoder's MLPs, so their matrices really shrink (fewer bytes to read per token, fewer FLOPs per token).
+
+A channel j of an MLP is scored like Wanda-sp / FLAP: the norm of its column of the output projection
+times the L2 norm of its activation over the calibration tokens (the output projection's input j);
+with `magnitude`, the column norm alone. Each MLP keeps `kept_width(width, ratio)` channels, its
+highest scored, in their original order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# MLP class name -> (the linears that produce its channels, the linear that reads them)
+MLP_LINEARS: dict[str, tuple[tuple[str, ...], str]] = {
+    "Qwen3VLTextMLP": (("gate_proj", "up_proj"), "down_proj"),
+    "Qwen3VLVisionMLP": (("linear_fc1",), "linear_fc2"),
+}
+
+
+def prunable_mlps(model: nn.Module, protected: tuple[str, ...]) -> tuple[dict[str, nn.Module], list[str]]:
+    """The MLPs whose channels may be removed (decoder and vision blocks), and those `protected` names."""
+    mlps, kept = {}, []
+    for name, module in model.named_modules():
+        if type(module).__name__ in MLP_LINEARS:
+            if any(entry in name for entry in protected):
+                kept.append(name)
+            else:
+                mlps[name] = module
+    return mlps, kept
+
+
+def width(mlp: nn.Module) -> int:
+    return getattr(mlp, MLP_LINEARS[type(mlp).__name__][1]).in_features
+
+
+def kept_width(original: int, ratio: float) -> int:
+    """Channels an MLP of `original` channels keeps at `ratio`: original - round(ratio * original).
+
+    Raises ValueError naming `pruning_ratio` where none would be left."""
+    keep = original - round(ratio * original)
+    if keep < 1:
+        raise ValueError(
+            f"PruningConfig.pruning_ratio: got {ratio}, which removes all {original} channels of an MLP"
+        )
+    return keep
+
+
+def channel_scores(mlp: nn.Module, input_sq_norms: torch.Tensor | None) -> torch.Tensor:
+    """(width,) importance of each channel (see the module docstring); None: the column norms alone."""
+    reader = getattr(mlp, MLP_LINEARS[type(mlp).__name__][1])
+    scores = reader.weight.detach().float().norm(dim=0)
+    if input_sq_norms is not None:
+        scores = scores * input_sq_norms.float().sqrt()
+    return scores
+
+
+def keep_channels(mlp: nn.Module, kept: torch.Tensor) -> None:
+    """Shrink `mlp` in place to channels `kept` (sorted indices): rows of its producers, columns of its
+    reader."""
+    producers, reader = MLP_LINEARS[type(mlp).__name__]
+    for name in producers:
+        old = getattr(mlp, name)
+        new = _linear_like(old, old.in_features, len(kept))
+        with torch.no_grad():
+            new.weight.copy_(old.weight[kept])
+            if old.bias is not None:
+                new.bias.copy_(old.bias[kept])
+        setattr(mlp, name, new)
+    old = getattr(mlp, reader)
+    new = _linear_like(old, len(kept), old.out_features)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[:, kept])
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    setattr(mlp, reader, new)
+
+
+def resize_empty(mlp: nn.Module, channels: int) -> None:
+    """Give `mlp` (built on the meta device) linears of `channels` channels, for stored weights to fill."""
+    producers, reader = MLP_LINEARS[type(mlp).__name__]
+    for name in producers:
+        old = getattr(mlp, name)
+        setattr(mlp, name, _linear_like(old, old.in_features, channels))
+    old = getattr(mlp, reader)
+    setattr(mlp, reader, _linear_like(old, channels, old.out_features))
+
+
+def _linear_like(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+    return nn.Linear(
+        in_features, out_features, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype
+    )
