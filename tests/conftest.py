@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from PIL import Image
 from slimvl import registry
 from slimvl.models.checkpoint import write_random_checkpoint
 from slimvl.models.loader import LoadedModel, load_model
+
+# Kernel races run afresh in tests (and in the bench workers they start): no choices stored on the
+# machine are read or written (tests/quant/test_quant_choices.py turns the store on where it is tested).
+os.environ["SLIMVL_CACHE_DIR"] = ""
 
 
 @pytest.fixture(scope="session")

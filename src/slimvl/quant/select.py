@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from slimvl.quant.choices import store_choice, stored_choice
 from slimvl.quant.kernels import FALLBACK, KERNELS, ActQuant, LinearKernel, usable_kernels
 
 _TIE_TOLERANCE = 1.05  # kernels within 5% of the best at a batch size are tied
@@ -74,7 +75,8 @@ def select_kernel(
     One kernel per layer, not one per phase: a second packed copy of the weight would cost its memory.
     Only kernels that compute the layer's numerics compete (``usable_kernels``; ``float_bits``: the
     fewest bits a weight-only layer's activations may keep). Random data unless ``weight`` (q, scale)
-    is given; results are cached per shape, dtype, activation kind, candidates and batch sizes.
+    is given; results are cached per shape, dtype, activation kind, candidates and batch sizes, in the
+    process and on the machine (`slimvl.quant.choices`).
     """
     usable = usable_kernels(shape, act, float_bits=float_bits)
     names = [n for n in (KERNELS if candidates is None else candidates) if n in usable]
@@ -83,6 +85,11 @@ def select_kernel(
     act_key = None if act is None else (act.kind, act.qmax)
     key = (tuple(shape), dtype, act_key, tuple(names), tuple(batch_sizes))
     if key in _CACHE:
+        return _CACHE[key]
+    stored_key = [list(shape), str(dtype), act_key, names, list(batch_sizes)]
+    stored = stored_choice(stored_key)
+    if stored is not None and stored[0] in names:
+        _CACHE[key] = KernelChoice(*stored)
         return _CACHE[key]
     n_out, n_in = shape
     if weight is None:
@@ -105,4 +112,5 @@ def select_kernel(
             break
     choice = KernelChoice(min(remaining, key=lambda n: timings[n][m]), timings)
     _CACHE[key] = choice
+    store_choice(stored_key, choice.name, timings)
     return choice
