@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-scorers clean
+.PHONY: setup demo test lint bench bench-scorers bench-prune clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,17 @@ bench-scorers: $(STAMP)
 		--recipe out/2b-int8-sparsify-distilled --recipe out/2b-int8-sparsify-vision --runs 9 \
 		--json-out benchmarks/results/bench_2b_sparsify_scorers.json \
 		--md-out benchmarks/results/bench_2b_sparsify_scorers.md --plot benchmarks/results/bench_2b_sparsify_scorers.png
+
+# Structured pruning (MLP channels) with int8 at three ratios against int8 alone, and int8 applied at load
+# time against its optimized directory, on builtin:2b-shape (about 30 minutes on 2 cores).
+bench-prune: $(STAMP)
+	test -f out/2b-int8/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape --recipe int8 -o out/2b-int8
+	for r in 30 50 60; do test -f out/2b-int8-channels$$r/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape \
+		--recipe benchmarks/recipes/int8-channels$$r.yaml -o out/2b-int8-channels$$r || exit 1; done
+	$(BIN)/slimvl bench builtin:2b-shape --recipe int8 --recipe out/2b-int8 --recipe out/2b-int8-channels30 \
+		--recipe out/2b-int8-channels50 --recipe out/2b-int8-channels60 --runs 5 \
+		--json-out benchmarks/results/bench_2b_prune_channels.json \
+		--md-out benchmarks/results/bench_2b_prune_channels.md --plot benchmarks/results/bench_2b_prune_channels.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/prune_accuracy.py --n 1000 --out benchmarks/results/prune_tiny.json
 
 Rows: each criterion x schedule at `--ratio`, before and after recovery (`--fine-tune-steps`); at
-`--high-ratio` each criterion after recovery; structured (MLP channels, Wanda scores, iterative) at each
-of `--structured-ratios`, before and after recovery. Writes the JSON (atomically) and prints a Markdown table.
+`--high-ratio` each criterion, iterative, before and after recovery; structured (MLP channels, Wanda scores, iterative) at each
+of `--structured-ratios`, before and after recovery. Writes the JSON (atomically); prints a line per row.
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ def rows(ratio: float, high: float, steps: int, structured: list[float]) -> list
                     }
                 )
     for criterion in ("magnitude", "wanda", "sparsegpt"):
-        out.append(
-            {
-                "pruning_ratio": high,
-                "criterion": criterion,
-                "pruning_schedule": "iterative",
-                "fine_tune_steps": steps,
-            }
-        )
+        for fine_tune in (0, steps):
+            out.append(
+                {
+                    "pruning_ratio": high,
+                    "criterion": criterion,
+                    "pruning_schedule": "iterative",
+                    "fine_tune_steps": fine_tune,
+                }
+            )
     for structured_ratio in structured:
         for fine_tune in (0, steps):
             out.append(

@@ -1,10 +1,11 @@
 """Recovery after pruning: a short fine-tune of the pruned linears, distilled from the unpruned model.
 
 Before pruning, the model answers each calibration request (greedy, a few tokens); its next-token
-distributions along its own answer are the targets. After pruning, the pruned linears (and nothing
-else) are trained with Adam to minimize KL(unpruned ‖ pruned) on those positions, teacher-forced on the
-same answers. Pruned weights stay exactly zero: their gradients are zeroed before each step, so Adam's
-moments for them stay zero and their updates are zero.
+distributions at every position from the request's last image token on (the question, the chat
+template and its own answer, teacher-forced) are the targets. After pruning, the pruned linears (and
+nothing else) are trained with Adam to minimize KL(unpruned ‖ pruned) at those positions. Pruned weights
+stay exactly zero: their gradients are zeroed before each step, so Adam's moments for them stay zero
+and their updates are zero.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ LEARNING_RATE = 1e-4
 
 @dataclass
 class Target:
-    """One calibration request, its unpruned answer appended, and the unpruned distributions over it."""
+    """One calibration request with the unpruned model's answer appended, and its distributions."""
 
     inputs: ModelInputs  # prompt + the answer's tokens but the last (teacher forcing)
-    first: int  # the position whose logits predict the answer's first token
-    log_probs: torch.Tensor  # (answer tokens, vocab), log-softmax of the unpruned model's logits
+    first: int  # the first position whose next-token distribution is a target
+    log_probs: torch.Tensor  # (positions from `first` to the end, vocab): the unpruned log-softmax
 
 
 class _RecordInputs(RequestHooks):
@@ -46,22 +47,27 @@ class _RecordInputs(RequestHooks):
 
 def distillation_targets(run: RunCalibration, model: Qwen3VLForConditionalGeneration) -> list[Target]:
     """The unpruned model's answers to the calibration requests (run with `ANSWER_TOKENS` new tokens)
-    and its distributions along them; `model` must not be pruned yet."""
+    and its distributions along them (see the module docstring); `model` must not be pruned yet."""
     recorder = _RecordInputs()
-    logits: list[list[torch.Tensor]] = []
+    answers: list[list[int]] = []
     head = model.lm_head
 
     def observe(_head: nn.Module, args: tuple, _kwargs: dict) -> None:
-        if len(logits) < len(recorder.inputs):
-            logits.append([])
-        logits[-1].append(F.linear(args[0].reshape(-1, args[0].shape[-1])[-1], head.weight, head.bias))
+        if len(answers) < len(recorder.inputs):
+            answers.append([])
+        hidden = args[0].reshape(-1, args[0].shape[-1])[-1]
+        answers[-1].append(int(F.linear(hidden, head.weight, head.bias).argmax()))
 
     run({head: observe}, hooks=recorder)
     targets = []
-    for inputs, rows in zip(recorder.inputs, logits, strict=True):
-        answer = torch.stack(rows).argmax(dim=-1)
-        log_probs = torch.stack(rows).float().clone().log_softmax(dim=-1)  # cloned outside inference mode
-        targets.append(Target(_appended(inputs, answer[:-1]), inputs.input_ids.shape[1] - 1, log_probs))
+    for inputs, answer in zip(recorder.inputs, answers, strict=True):
+        extended = _appended(inputs, torch.tensor(answer[:-1]))
+        visual = torch.nonzero(extended.mm_token_type_ids[0])
+        first = int(visual.max()) if len(visual) else 0
+        with torch.no_grad():
+            seq = build_sequence(model, extended, encode_images(model, extended))
+            log_probs = _answer_log_probs(model, seq, first, extended.input_ids.shape[1] - first)
+        targets.append(Target(extended, first, log_probs))
     return targets
 
 

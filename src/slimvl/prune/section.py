@@ -9,7 +9,7 @@ from slimvl.config import PruningConfig
 from slimvl.errors import ModelLoadError
 from slimvl.models.hooks import Applied, CalibrationRuns
 from slimvl.models.loader import LoadedModel
-from slimvl.prune.apply import STATISTIC, prune_model
+from slimvl.prune.apply import DECODER, STATISTIC, prune_model
 from slimvl.prune.recover import ANSWER_TOKENS, distillation_targets, recover
 from slimvl.prune.structured import resize_empty
 
@@ -27,12 +27,14 @@ def apply(loaded: LoadedModel, config: PruningConfig, calibration: CalibrationRu
 
 
 def _pruned_linears(model: nn.Module, plan: dict) -> dict[str, nn.Linear]:
-    """The linears pruning changed: the pruned ones, or every linear of a shrunk MLP."""
+    """The decoder linears pruning changed, which recovery trains: the pruned ones, or every linear of a
+    shrunk decoder MLP (the vision encoder's run once per request, outside training)."""
     if not plan.get("structured"):
         return {name: model.get_submodule(name) for name in plan["layers"]}
     return {
         f"{mlp}.{name}": linear
         for mlp in plan["widths"]
+        if mlp.startswith(DECODER)
         for name, linear in model.get_submodule(mlp).named_children()
         if isinstance(linear, nn.Linear)
     }
