@@ -25,7 +25,7 @@ from slimvl.models.loader import tiny_path
 from slimvl.pipeline import Answer
 
 DEFAULT_OUT = Path("out/demo")
-RECIPES = ("none", "int8", "sparsify", "laptop")
+RECIPES = ("none", "int8", "sparsify", "prune", "laptop")
 N_QUESTIONS = 3
 N_ACCURACY = 200  # test questions each recipe's accuracy is measured on (the trained model only)
 MAX_NEW_TOKENS = 8

@@ -92,6 +92,20 @@ def test_pipeline_with_sparsification(
     assert answer.metrics.visual_tokens == 356 and answer.metrics.visual_tokens_kept == 142
 
 
+@pytest.mark.parametrize("scorer", ["text_guided", "attention"])
+def test_the_sparsify_stage_times_each_scorers_work(
+    small_model: LoadedModel, square_image: Image.Image, scorer: str
+) -> None:
+    """Whether the scorer runs before the decoder or inside its prefill, its time is the sparsify stage's,
+    and the stages still add up to no more than the request's wall time."""
+    sparsifier = _sparsifier(small_model, sparsity_ratio=0.6, scorer=scorer)
+    plain = Pipeline(small_model)([square_image], QUESTION, max_new_tokens=2).metrics.stages_ms
+    answer = Pipeline(small_model, sparsifier)([square_image], QUESTION, max_new_tokens=2)
+    stages = answer.metrics.stages_ms
+    assert stages["sparsify"] > 3 * plain["sparsify"]
+    assert sum(stages.values()) <= answer.metrics.wall_s * 1e3 + 1e-6
+
+
 def test_random_is_reproducible_across_requests(small_model: LoadedModel, sequence: DecoderSequence) -> None:
     masks = [
         _sparsifier(small_model, sparsity_method="random", seed=s).keep_mask(sequence) for s in (3, 3, 4)

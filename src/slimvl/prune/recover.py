@@ -22,7 +22,7 @@ from slimvl.models.preprocess import ModelInputs
 from slimvl.models.steps import DecoderSequence, build_sequence, encode_images
 
 ANSWER_TOKENS = 4  # greedy tokens of the unpruned model's answer whose distributions are the targets
-LEARNING_RATE = 1e-4
+LEARNING_RATE = 2e-5
 
 
 @dataclass
