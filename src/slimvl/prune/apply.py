@@ -8,8 +8,6 @@ any other number; structured, whole MLP channels leave and the matrices shrink (
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 from transformers import Qwen3VLForConditionalGeneration
@@ -77,7 +75,6 @@ def prune_model(
     model: Qwen3VLForConditionalGeneration,
     config: PruningConfig,
     calibration: RunCalibration | None = None,
-    on_step: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Prune `model` in place per `config` and return the plan (JSON-ready): criterion, schedule, the
     ratio reached at each step, the protected linears, and each pruned linear's shape and sparsity.
@@ -119,8 +116,6 @@ def prune_model(
             else:
                 prune_layer_by_layer(model, first_layer_inputs(calibration, model), prune_layer)
         reached.append(round(ratio, 6))
-        if on_step is not None:
-            on_step(step, ratio)
     return {
         "criterion": config.criterion,
         "schedule": config.pruning_schedule,
