@@ -1,4 +1,5 @@
-"""Shared fixtures: one small random checkpoint on disk per session, and test images."""
+"""Shared fixtures: one small random checkpoint on disk per session, test images, and the logits of a
+request at every position (teacher-forced)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from slimvl import registry
 from slimvl.models.checkpoint import write_random_checkpoint
 from slimvl.models.loader import LoadedModel, load_model
+from slimvl.models.preprocess import ModelInputs
+from slimvl.models.steps import build_sequence, encode_images
 
 # Kernel races run afresh in tests (and in the bench workers they start): no choices stored on the
 # machine are read or written (tests/quant/test_quant_choices.py turns the store on where it is tested).
@@ -60,3 +65,25 @@ def not_built(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         )
 
     return hide
+
+
+LogitsFn = Callable[[nn.Module], torch.Tensor]
+
+
+def _forward(model: nn.Module, inputs: ModelInputs) -> torch.Tensor:
+    """Logits at every position of one request (vision, DeepStack, decoder, lm_head)."""
+    with torch.inference_mode():
+        seq = build_sequence(model, inputs, encode_images(model, inputs))
+        out = model.model.language_model(
+            inputs_embeds=seq.inputs_embeds,
+            position_ids=seq.position_ids,
+            visual_pos_masks=seq.visual_mask,
+            deepstack_visual_embeds=seq.deepstack,
+        )
+        return model.lm_head(out.last_hidden_state)[0]
+
+
+@pytest.fixture(scope="module")
+def logits_of(small_model: LoadedModel, square_image: Image.Image) -> LogitsFn:
+    inputs = small_model.preprocessor([square_image], "What is on the table?")
+    return lambda model: _forward(model, inputs)

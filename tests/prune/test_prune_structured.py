@@ -17,29 +17,15 @@ from slimvl.calibration import CalibrationRunner
 from slimvl.config import INT8QuantizationConfig, PruningConfig, Recipe
 from slimvl.errors import ModelLoadError
 from slimvl.models.loader import LoadedModel
-from slimvl.models.steps import build_sequence, encode_images
 from slimvl.prune.apply import prune_model
 from slimvl.prune.structured import MLP_LINEARS, kept_width
 
 QUESTION = "Which shape is red?"
 
 
-def _logits(model: torch.nn.Module, loaded: LoadedModel, image: Image.Image) -> torch.Tensor:
-    inputs = loaded.preprocessor([image], QUESTION)
-    with torch.inference_mode():
-        seq = build_sequence(model, inputs, encode_images(model, inputs))
-        out = model.model.language_model(
-            inputs_embeds=seq.inputs_embeds,
-            position_ids=seq.position_ids,
-            visual_pos_masks=seq.visual_mask,
-            deepstack_visual_embeds=seq.deepstack,
-        )
-        return model.lm_head(out.last_hidden_state)[0]
-
-
 @pytest.mark.parametrize("criterion", ["magnitude", "wanda"])
 def test_the_shrunk_model_is_the_dense_one_with_those_channels_zeroed(
-    small_model: LoadedModel, square_image: Image.Image, tall_image: Image.Image, criterion: str
+    small_model: LoadedModel, logits_of, tall_image: Image.Image, criterion: str
 ) -> None:
     shrunk = copy.deepcopy(small_model.model)
     run = CalibrationRunner(replace(small_model, model=shrunk), [([tall_image], "How many?")]).run
@@ -61,8 +47,8 @@ def test_the_shrunk_model_is_the_dense_one_with_those_channels_zeroed(
         with torch.no_grad():
             full[:, removed] = 0
     torch.testing.assert_close(
-        _logits(shrunk, small_model, square_image),
-        _logits(zeroed, small_model, square_image),
+        logits_of(shrunk),
+        logits_of(zeroed),
         atol=2e-5,
         rtol=1e-4,
     )

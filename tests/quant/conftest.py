@@ -13,30 +13,8 @@ from torch import nn
 from slimvl.calibration import CalibrationRunner
 from slimvl.models.hooks import RunCalibration
 from slimvl.models.loader import LoadedModel
-from slimvl.models.preprocess import ModelInputs
-from slimvl.models.steps import build_sequence, encode_images
 
-LogitsFn = Callable[[nn.Module], torch.Tensor]
 FeedFactory = Callable[[nn.Module], RunCalibration]
-
-
-def _forward(model: nn.Module, inputs: ModelInputs) -> torch.Tensor:
-    """Logits at every position of one request (vision, DeepStack, decoder, lm_head)."""
-    with torch.inference_mode():
-        seq = build_sequence(model, inputs, encode_images(model, inputs))
-        out = model.model.language_model(
-            inputs_embeds=seq.inputs_embeds,
-            position_ids=seq.position_ids,
-            visual_pos_masks=seq.visual_mask,
-            deepstack_visual_embeds=seq.deepstack,
-        )
-        return model.lm_head(out.last_hidden_state)[0]
-
-
-@pytest.fixture(scope="module")
-def logits_of(small_model: LoadedModel, square_image: Image.Image) -> LogitsFn:
-    inputs = small_model.preprocessor([square_image], "What is on the table?")
-    return lambda model: _forward(model, inputs)
 
 
 @pytest.fixture(scope="module")
