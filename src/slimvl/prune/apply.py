@@ -97,9 +97,7 @@ def prune_model(
         def prune_layer(_index: int, layer: nn.Module, ratio: float = ratio):
             mine = {m: owner[m] for m in layer.modules() if m in owner}
             stats = {m: statistic(m.in_features) for m in mine} if statistic else {}
-            observers: dict[nn.Module, InputObserver] = {
-                m: (lambda _m, args, _kw, s=s: s.add(args[0])) for m, s in stats.items()
-            }
+            observers = {m: _feeding(s) for m, s in stats.items()}
 
             def finish() -> None:
                 for module, name in mine.items():
@@ -153,12 +151,7 @@ def prune_channels(
         norms = {}
         if config.criterion == "wanda":
             norms = {name: InputNorms(width(mlp)) for name, mlp in mlps.items()}
-            calibration(
-                {
-                    _reader(mlps[name]): (lambda _m, args, _kw, s=s: s.add(args[0]))
-                    for name, s in norms.items()
-                }
-            )
+            calibration({_reader(mlps[name]): _feeding(s) for name, s in norms.items()})
         with torch.no_grad():
             for name, mlp in mlps.items():
                 keep = kept_width(original[name], ratio)
@@ -178,3 +171,8 @@ def prune_channels(
 
 def _reader(mlp: nn.Module) -> nn.Linear:
     return getattr(mlp, MLP_LINEARS[type(mlp).__name__][1])
+
+
+def _feeding(statistic: InputNorms | InputHessian) -> InputObserver:
+    """An observer that adds a module's input to `statistic`."""
+    return lambda _module, args, _kwargs: statistic.add(args[0])
