@@ -52,8 +52,11 @@ class Pipeline:
     ) -> Answer:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: got {max_new_tokens}, allowed: an integer >= 1")
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
+        hooks = self.hooks
+        mode = hooks.begin_request(images, prompt, max_new_tokens)
+        threads = mode.threads or self.threads
+        if threads is not None:
+            torch.set_num_threads(threads)
         monitor = RequestMonitor(
             threads=torch.get_num_threads(),
             weight_bytes=self.weight_bytes,
@@ -61,10 +64,10 @@ class Pipeline:
             energy=self._energy,
         )
         tokens: list[int] = []
-        hooks, stage = self.hooks, monitor.stage
+        stage = monitor.stage
         with monitor:
             with stage("preprocess"):
-                inputs = self.preprocessor(images, prompt)
+                inputs = self.preprocessor(images, prompt, max_pixels=mode.max_pixels)
             with stage("vision"):
                 visual = hooks.encode_images(self.model, inputs, stage)
                 seq = build_sequence(self.model, inputs, visual)
@@ -99,6 +102,7 @@ class Pipeline:
             prompt_tokens=inputs.input_ids.shape[1],
             visual_tokens=inputs.visual_tokens,
             visual_tokens_kept=int(seq.visual_mask.sum()),
+            mode=dict(mode.record) if mode.record else None,
         )
         return Answer(self.preprocessor.decode(answer_ids).strip(), tokens, metrics, first_logits)
 

@@ -21,7 +21,7 @@ from torch import nn
 from slimvl.calibration import Calibration
 from slimvl.config import Recipe, Section, sections
 from slimvl.errors import SlimvlError
-from slimvl.models.hooks import RequestHooks
+from slimvl.models.hooks import RequestHooks, WrappingHooks
 from slimvl.models.loader import LoadedModel
 
 
@@ -61,23 +61,39 @@ def _handlers(recipe: Recipe) -> list[tuple[str, object, ModuleType]]:
 def apply_recipe(
     loaded: LoadedModel, recipe: Recipe, calibration: Calibration
 ) -> tuple[RequestHooks | None, dict[str, dict]]:
-    """Apply every section of `recipe` in their registered order; return the request hooks (of the last
-    section that has any) and the plans by section."""
-    hooks, plans = None, {}
+    """Apply every section of `recipe` in their registered order; return the request hooks (`_combined`)
+    and the plans by section."""
+    found, plans = [], {}
     for key, config, module in _handlers(recipe):
         applied = module.apply(loaded, config, lambda n, tokens=2: calibration.runner(loaded, n, tokens).run)
-        hooks = applied.hooks or hooks
+        found.append(applied.hooks)
         if applied.plan is not None:
             plans[key] = applied.plan
-    return hooks, plans
+    return _combined(found), plans
 
 
 def runtime_hooks(loaded: LoadedModel, recipe: Recipe) -> RequestHooks | None:
     """The request hooks of an already-optimized model (its weights as stored: only run-time parts built)."""
+    return _combined(
+        [
+            module.runtime(loaded, config)
+            for _key, config, module in _handlers(recipe)
+            if hasattr(module, "runtime")
+        ]
+    )
+
+
+def _combined(found: list[RequestHooks | None]) -> RequestHooks | None:
+    """The last section's hooks that act on their own, inside the `WrappingHooks` of the sections that
+    wrap (innermost first)."""
     hooks = None
-    for _key, config, module in _handlers(recipe):
-        if hasattr(module, "runtime"):
-            hooks = module.runtime(loaded, config) or hooks
+    for h in found:
+        if h is not None and not isinstance(h, WrappingHooks):
+            hooks = h
+    for h in found:
+        if isinstance(h, WrappingHooks):
+            h.inner = hooks or RequestHooks()
+            hooks = h
     return hooks
 
 

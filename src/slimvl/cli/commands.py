@@ -13,7 +13,7 @@ from slimvl.api import load, optimize
 from slimvl.bench.harness import BenchOptions, exit_code, run_bench, write_outputs
 from slimvl.bench.printers import print_report
 from slimvl.calibration import Calibration
-from slimvl.cli.tables import accuracy_table, pruning_table, stage_table, weights_table
+from slimvl.cli.tables import accuracy_table, precision_table, pruning_table, stage_table, weights_table
 from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
 from slimvl.data import examples
 from slimvl.demo import run_demo
@@ -90,6 +90,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     console.print(f"weight bytes read per decode step: {record['decode_bytes_per_token'] / 1e6:.2f} MB")
     if "pruning" in slim.plans:
         console.print(pruning_table(slim.plans["pruning"]))
+    if "adaptive_precision" in slim.plans:
+        console.print(precision_table(slim.plans["adaptive_precision"]))
     return 0
 
 

@@ -66,6 +66,27 @@ def pruning_table(plan: dict) -> Table:
     return table
 
 
+def precision_table(plan: dict) -> Table:
+    """An adaptive precision plan: each unit's format, bytes and measured divergence in every format
+    it could take."""
+    spent = plan["planned_bytes"] / 1e6
+    budget = "" if plan.get("budget_bytes") is None else f" of a {plan['budget_bytes'] / 1e6:.2f} MB budget"
+    divergence = plan.get("planned_divergence")
+    summed = "" if divergence is None else f", summed KL {divergence:.3g} nats"
+    table = Table(title=f"adaptive precision: {plan['method']} plan, {spent:.2f} MB{budget}{summed}")
+    for column in ("unit", "format", "MB", "KL by format (nats, first answer token)"):
+        table.add_column(
+            column,
+            justify="left" if column in ("unit", "KL by format (nats, first answer token)") else "right",
+        )
+    for name, unit in plan["units"].items():
+        fmt = plan["formats"][name]
+        kl = unit.get("divergence")
+        shown = "-" if kl is None else ", ".join(f"{f} {v:.2g}" for f, v in kl.items())
+        table.add_row(name, fmt, f"{unit['bytes'][fmt] / 1e6:.3f}", shown)
+    return table
+
+
 def accuracy_table(title: str, result: EvalResult, majority_baseline: float | None) -> Table:
     """Accuracy with its 95% CI and the majority-answer baseline, per question type and overall."""
     table = Table(title=title)

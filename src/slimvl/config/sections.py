@@ -49,7 +49,7 @@ def sections() -> tuple[Section, ...]:
 
 
 # Bit width of each precision; the order used by AdaptivePrecisionConfig (fp16 and bf16 tie).
-PRECISION_BITS: dict[str, int] = {"int8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
+PRECISION_BITS: dict[str, int] = {"int4": 4, "int8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
 
 
 class _ValidatedConfig:
@@ -256,15 +256,23 @@ class PruningConfig(_ValidatedConfig):
         return self.pruning_ratio * (1 - (1 - step / n) ** 3)
 
 
-@recipe_section("adaptive_precision", order=40, handler="slimvl.precision.section")
+@recipe_section("adaptive_precision", order=15, handler="slimvl.precision.section")
 @dataclass(frozen=True)
 class AdaptivePrecisionConfig(_ValidatedConfig):
-    """Per-layer precision chosen by sensitivity, within ``[min_precision, max_precision]``.
+    """A per-unit format (int4 < int8 < fp16 == bf16 < fp32) from measured sensitivity, within
+    ``[min_precision, max_precision]``, and a run-time controller.
 
-    Precisions are ordered by bit width: int8 < fp16 == bf16 < fp32. Layers start at
-    ``base_precision``; with ``enable_dynamic_precision`` they may be lowered while the
-    estimated output error stays within ``sensitivity_budget``, or raised while at least
-    ``memory_headroom_mb`` of memory stays free.
+    Applied before int8 (order 15): it needs the float weights to measure and decides every unit's
+    format itself, int8 included. ``plan``: ``"sensitivity"`` — the least summed divergence (each unit's
+    mean KL on the first answer token, alone in a format, over ``calibration_samples`` requests) within
+    a weight-byte budget: ``target_bits`` per weight on average if given, else the bytes of every unit in
+    ``base_precision``; then, while the summed divergence stays within ``sensitivity_budget`` (nats),
+    units are lowered further. ``"uniform"``: every unit in ``min_precision``. ``"llama_cpp"``:
+    llama.cpp's Q4_K_M heuristic with ``min_precision`` and the next wider format.
+    ``vision_precision``: one format for every vision unit, outside the plan and its budget (the vision
+    tower runs ~1000-row GEMMs, where the int4 kernels trail int8 on CPUs with VNNI); None: planned
+    like the rest. ``enable_dynamic_precision``: a controller picks each request's mode from the request
+    and the machine's state (threads, image size, visual tokens), keeping ``memory_headroom_mb`` free.
     """
 
     base_precision: str = "fp16"
@@ -273,23 +281,39 @@ class AdaptivePrecisionConfig(_ValidatedConfig):
     max_precision: str = "fp32"
     sensitivity_budget: float = 0.01
     memory_headroom_mb: int = 512
+    target_bits: float | None = None
+    plan: str = "sensitivity"
+    calibration_samples: int = 16
+    vision_precision: str | None = None
+
+    PLANS: ClassVar[tuple[str, ...]] = ("sensitivity", "uniform", "llama_cpp")
 
     def __post_init__(self) -> None:
         precisions = tuple(PRECISION_BITS)
+        order = "int4 < int8 < fp16 == bf16 < fp32"
         for name in ("base_precision", "min_precision", "max_precision"):
             self._check_choice(name, precisions)
         self._check_bool("enable_dynamic_precision")
         base_bits = PRECISION_BITS[self.base_precision]
         if PRECISION_BITS[self.min_precision] > base_bits:
             self._fail(
-                "min_precision",
-                f"a precision no wider than base_precision {self.base_precision!r} (int8 < fp16 == bf16 < fp32)",
+                "min_precision", f"a precision no wider than base_precision {self.base_precision!r} ({order})"
             )
         if PRECISION_BITS[self.max_precision] < base_bits:
             self._fail(
                 "max_precision",
-                f"a precision at least as wide as base_precision {self.base_precision!r} "
-                "(int8 < fp16 == bf16 < fp32)",
+                f"a precision at least as wide as base_precision {self.base_precision!r} ({order})",
             )
         self._check_number("sensitivity_budget", "a finite number > 0", lambda v: 0 < v < math.inf)
+        if self.target_bits is not None:
+            lo, hi = PRECISION_BITS[self.min_precision], PRECISION_BITS[self.max_precision]
+            self._check_number(
+                "target_bits",
+                f"None or a number of bits per weight in [{lo}, {hi}] (min_precision..max_precision)",
+                lambda v: lo <= v <= hi,
+            )
+        self._check_choice("plan", self.PLANS)
+        self._check_int("calibration_samples", 1)
+        if self.vision_precision is not None:
+            self._check_choice("vision_precision", precisions)
         self._check_int("memory_headroom_mb", 0)

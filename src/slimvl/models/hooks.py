@@ -56,8 +56,23 @@ class Applied:
     plan: dict | None = None  # JSON-ready record of what it changed in the weights, saved with them
 
 
+@dataclass(frozen=True)
+class RequestMode:
+    """How one request runs, decided before it starts (`RequestHooks.begin_request`): ``threads`` (None:
+    as configured), ``max_pixels`` per image (None: the image processor's), and what the metrics show
+    of the decision (``record``, JSON-ready; empty: nothing was decided)."""
+
+    threads: int | None = None
+    max_pixels: int | None = None
+    record: Mapping[str, Any] | None = None
+
+
 class RequestHooks:
     """Plain Qwen3-VL: every visual token reaches the decoder."""
+
+    def begin_request(self, images: list, prompt: str, max_new_tokens: int) -> RequestMode:
+        """The request's mode (by default: as configured)."""
+        return RequestMode()
 
     def encode_images(
         self, model: Qwen3VLForConditionalGeneration, inputs: ModelInputs, stage: Stage
@@ -85,3 +100,25 @@ class RequestHooks:
     ) -> torch.Tensor:
         """The next token's logits."""
         return decoder.step(token, position, cache)
+
+
+class WrappingHooks(RequestHooks):
+    """Hooks that act around another section's hooks (``inner``, set by `slimvl.registry` once every
+    section is applied): by default each point is ``inner``'s."""
+
+    inner: RequestHooks = RequestHooks()
+
+    def begin_request(self, images: list, prompt: str, max_new_tokens: int) -> RequestMode:
+        return self.inner.begin_request(images, prompt, max_new_tokens)
+
+    def encode_images(self, model, inputs, stage):
+        return self.inner.encode_images(model, inputs, stage)
+
+    def after_vision(self, seq: DecoderSequence) -> DecoderSequence:
+        return self.inner.after_vision(seq)
+
+    def prefill(self, model, seq, cache, stage):
+        return self.inner.prefill(model, seq, cache, stage)
+
+    def decode_step(self, decoder, token, position, cache):
+        return self.inner.decode_step(decoder, token, position, cache)

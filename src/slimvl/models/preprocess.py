@@ -77,7 +77,10 @@ class Preprocessor:
         content.append({"type": "text", "text": question})
         return [{"role": "user", "content": content}]
 
-    def __call__(self, images: list[Image.Image], question: str) -> ModelInputs:
+    def __call__(
+        self, images: list[Image.Image], question: str, max_pixels: int | None = None
+    ) -> ModelInputs:
+        """``max_pixels``: a tighter cap on each image's resized area than the image processor's own."""
         if not question or not question.strip():
             raise InputError("the prompt is empty")
         text = self.tokenizer.apply_chat_template(
@@ -85,7 +88,12 @@ class Preprocessor:
         )
         pixel_values = grid_thw = None
         if images:
-            processed = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+            size = dict(self.image_processor.size)
+            if max_pixels is not None:
+                size["longest_edge"] = max(min(max_pixels, size["longest_edge"]), size["shortest_edge"])
+            processed = self.image_processor(
+                images=[im.convert("RGB") for im in images], return_tensors="pt", size=size
+            )
             pixel_values, grid_thw = processed["pixel_values"], processed["image_grid_thw"]
             text = self._expand_image_tokens(text, grid_thw)
         input_ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]

@@ -38,6 +38,7 @@ class RequestMetrics:
     cpu_percent: float = 0.0
     threads: int = 0
     stage_counts: dict[str, int] = field(default_factory=dict)
+    mode: dict[str, Any] | None = None  # the run-time controller's decision for this request, if any
 
     @property
     def vision_ms(self) -> float:

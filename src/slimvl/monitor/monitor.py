@@ -56,7 +56,12 @@ class RequestMonitor:
         return self.timer.stage(name)
 
     def metrics(
-        self, new_tokens: int, prompt_tokens: int = 0, visual_tokens: int = 0, visual_tokens_kept: int = 0
+        self,
+        new_tokens: int,
+        prompt_tokens: int = 0,
+        visual_tokens: int = 0,
+        visual_tokens_kept: int = 0,
+        mode: dict | None = None,
     ) -> RequestMetrics:
         if self._state != "done":
             raise RuntimeError("RequestMonitor.metrics() is available after the with-block ends")
@@ -80,4 +85,5 @@ class RequestMonitor:
             freq_mhz_max=self.sampler.freq_mhz_max,
             cpu_percent=self.sampler.cpu_percent,
             threads=self.threads,
+            mode=mode,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ def quantize_model(
     config: INT8QuantizationConfig,
     calibration: RunCalibration | None = None,
     pack: bool = True,
+    names: Collection[str] | None = None,
 ) -> QuantPlan:
     """Quantize ``model`` (a ``Qwen3VLForConditionalGeneration``) in place and return the plan.
 
@@ -51,7 +53,9 @@ def quantize_model(
     vision layers are timed at M=256 only (they never run one row), decoder layers at M=1 then M=256,
     lm_head at M=1 (it sees the last position only). With ``pack`` the kernels' packed weights are
     prepared now (`prepare_kernels`); without, the modules keep their plain int8 weights until they are
-    prepared or first run (to be assembled anew first: `slimvl.assemble`).
+    prepared or first run (to be assembled anew first: `slimvl.assemble`). ``names``: only these of
+    the selected linears (an adaptive precision plan's int8 units). Linears or tables another section
+    already stored in another format are not ``nn.Linear``/``nn.Embedding`` any more and are left alone.
     """
     mode, alpha = config.quantization_mode, config.smoothquant_alpha
     float_bits = _float_bits(mode, config.activation_bits)
@@ -60,6 +64,8 @@ def quantize_model(
             "smoothquant_alpha: SmoothQuant needs quantized activations (mode 'static' or 'dynamic')"
         )
     targets = select_linears(model, config)
+    if names is not None:
+        targets = {name: module for name, module in targets.items() if name in names}
     stats = {}
     if targets and (mode == "static" or alpha is not None):
         if calibration is None:
@@ -88,7 +94,7 @@ def quantize_model(
         )
         model.set_submodule(name, module)
         plans[name] = ModulePlan("linear", mode, choice, shape, linear.bias is not None, how, act_range)
-    if config.quantize_embeddings:
+    if config.quantize_embeddings and isinstance(model.get_submodule(EMBEDDING), nn.Embedding):
         plans.update(_quantize_embeddings(model, timings, mode, config.reduce_range, float_bits))
     if pack:
         prepare_kernels(model)
@@ -160,7 +166,7 @@ def build_quantized_skeleton(model: nn.Module, plan: QuantPlan) -> QuantPlan:
     applied: kernels as used, and where something was measured here, those timings merged in and
     this machine's description.
     """
-    if isinstance(model, PreTrainedModel):
+    if isinstance(model, PreTrainedModel) and isinstance(model.get_input_embeddings(), nn.Embedding):
         model.tie_weights()  # built on meta, a transformers model is untied until asked: keep an fp32 tie
     reduce_range = bool(plan.config.get("reduce_range", True))
     float_bits = _float_bits(plan.config.get("quantization_mode"), plan.config.get("activation_bits", 8))

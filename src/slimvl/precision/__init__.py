@@ -1,0 +1,1 @@
+"""Adaptive precision: int4 format, sensitivity, plan, runtime controller."""

@@ -1,0 +1,137 @@
+"""A cheap snapshot of the machine state that the adaptive-precision controller decides on: free memory,
+battery, CPU temperature, load and clock. Laptops differ in which sensors they expose, so every reading
+goes through psutil defensively: a sensor that is absent, empty or raising gives None (or a safe value
+for the ints), and a request is never refused because a machine lacks a thermometer."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+CPU_SENSOR_NAMES = ("coretemp", "k10temp", "zenpower", "cpu", "acpitz", "soc")  # substrings, lower case
+
+
+@dataclass(frozen=True)
+class MachineState:
+    """What the machine looks like at one moment.
+
+    available_memory_bytes: memory the OS can give without swapping (0 when unreadable).
+    on_battery: None where there is no battery or its state is unknown.
+    battery_percent: charge 0..100, None when unknown.
+    temperature_c: hottest readable CPU/package sensor, None when none is readable.
+    critical_temperature_c: that sensor's `high` (else `critical`) threshold, None when it gives none.
+    cpu_load: system-wide utilisation 0..1 since the previous reading (psutil's non-blocking
+        `cpu_percent`; the first reading in a process is 0, and the window includes this process's own
+        work since that previous reading).
+    cpu_freq_ratio: current / max clock, None when unreadable or the max is not reported.
+    logical_cpus: logical CPUs of the machine (at least 1).
+    """
+
+    available_memory_bytes: int
+    on_battery: bool | None
+    battery_percent: float | None
+    temperature_c: float | None
+    critical_temperature_c: float | None
+    cpu_load: float
+    cpu_freq_ratio: float | None
+    logical_cpus: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+StateSource = Callable[[], MachineState]
+
+
+def _call(name: str, **kwargs: Any) -> Any:
+    """`psutil.<name>(**kwargs)`, or None where this platform lacks it or reading it fails."""
+    function = getattr(psutil, name, None)
+    if function is None:
+        return None
+    try:
+        return function(**kwargs)
+    except Exception:
+        return None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _positive(value: object) -> float | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
+
+
+def _available_memory() -> int:
+    available = _number(getattr(_call("virtual_memory"), "available", None))
+    return int(available) if available is not None and available >= 0 else 0
+
+
+def _battery() -> tuple[bool | None, float | None]:
+    battery = _call("sensors_battery")
+    plugged = getattr(battery, "power_plugged", None)
+    on_battery = not plugged if isinstance(plugged, bool) else None
+    return on_battery, _number(getattr(battery, "percent", None))
+
+
+def _temperature() -> tuple[float | None, float | None]:
+    """The hottest CPU-like sensor's reading and its threshold."""
+    sensors = _call("sensors_temperatures")
+    hottest: float | None = None
+    threshold: float | None = None
+    if not isinstance(sensors, dict):
+        return hottest, threshold
+    for name, entries in sensors.items():
+        if not isinstance(entries, list | tuple) or not any(
+            part in str(name).lower() for part in CPU_SENSOR_NAMES
+        ):
+            continue
+        for entry in entries:
+            current = _number(getattr(entry, "current", None))
+            if current is not None and (hottest is None or current > hottest):
+                hottest = current
+                high = _positive(getattr(entry, "high", None))
+                threshold = high if high is not None else _positive(getattr(entry, "critical", None))
+    return hottest, threshold
+
+
+def _cpu_load() -> float:
+    percent = _number(_call("cpu_percent", interval=None))
+    return min(max(percent / 100, 0.0), 1.0) if percent is not None else 0.0
+
+
+def _cpu_freq_ratio() -> float | None:
+    freq = _call("cpu_freq")
+    current = _positive(getattr(freq, "current", None))
+    maximum = _positive(getattr(freq, "max", None))
+    return current / maximum if current is not None and maximum is not None else None
+
+
+def _logical_cpus() -> int:
+    count = _call("cpu_count", logical=True)
+    return count if isinstance(count, int) and count > 0 else os.cpu_count() or 1
+
+
+def read_machine_state() -> MachineState:
+    """Read the machine's state now; never raises for an unreadable sensor and never blocks."""
+    on_battery, battery_percent = _battery()
+    temperature, critical = _temperature()
+    return MachineState(
+        available_memory_bytes=_available_memory(),
+        on_battery=on_battery,
+        battery_percent=battery_percent,
+        temperature_c=temperature,
+        critical_temperature_c=critical,
+        cpu_load=_cpu_load(),
+        cpu_freq_ratio=_cpu_freq_ratio(),
+        logical_cpus=_logical_cpus(),
+    )

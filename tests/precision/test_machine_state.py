@@ -1,0 +1,156 @@
+"""read_machine_state: plausible psutil readings become the right fields; absent, empty, None-returning
+or raising sensors become None (or safe ints) instead of an exception."""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+import psutil
+import pytest
+
+from slimvl.precision.machine_state import MachineState, read_machine_state
+
+Memory = namedtuple("Memory", "total available")
+Battery = namedtuple("Battery", "percent secsleft power_plugged")
+Temp = namedtuple("Temp", "label current high critical")
+Freq = namedtuple("Freq", "current min max")
+
+SENSORS = (
+    "virtual_memory",
+    "sensors_battery",
+    "sensors_temperatures",
+    "cpu_percent",
+    "cpu_freq",
+    "cpu_count",
+)
+
+
+def fake_psutil(monkeypatch: pytest.MonkeyPatch, **readings: object) -> dict[str, dict]:
+    """Replace psutil's sensor functions by ones returning `readings`; returns the kwargs each got."""
+    calls: dict[str, dict] = {}
+
+    def reader(name: str, value: object):
+        def read(**kwargs: object) -> object:
+            calls[name] = kwargs
+            return value
+
+        return read
+
+    for name, value in readings.items():
+        monkeypatch.setattr(psutil, name, reader(name, value))
+    return calls
+
+
+PLAUSIBLE = {
+    "virtual_memory": Memory(total=16 * 2**30, available=6 * 2**30),
+    "sensors_battery": Battery(percent=42.0, secsleft=3600, power_plugged=False),
+    "sensors_temperatures": {
+        "coretemp": [Temp("Package id 0", 71.0, 90.0, 100.0), Temp("Core 0", 75.0, None, 100.0)],
+        "nvme": [Temp("Composite", 99.0, 80.0, 85.0)],
+    },
+    "cpu_percent": 37.5,
+    "cpu_freq": Freq(current=1200.0, min=400.0, max=2400.0),
+    "cpu_count": 8,
+}
+
+
+def test_plausible_readings_give_the_right_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_psutil(monkeypatch, **PLAUSIBLE)
+    state = read_machine_state()
+    assert state == MachineState(
+        available_memory_bytes=6 * 2**30,
+        on_battery=True,
+        battery_percent=42.0,
+        temperature_c=75.0,  # hottest CPU sensor; the hotter nvme is not a CPU sensor
+        critical_temperature_c=100.0,  # that sensor has no `high`, so its `critical`
+        cpu_load=0.375,
+        cpu_freq_ratio=0.5,
+        logical_cpus=8,
+    )
+    assert calls["cpu_percent"] == {"interval": None}  # non-blocking
+    assert state.to_dict()["temperature_c"] == 75.0
+
+
+def test_plugged_in_is_not_on_battery(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_psutil(monkeypatch, **{**PLAUSIBLE, "sensors_battery": Battery(97.0, -2, True)})
+    state = read_machine_state()
+    assert state.on_battery is False
+    assert state.battery_percent == 97.0
+
+
+def test_unknown_plug_state_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_psutil(monkeypatch, **{**PLAUSIBLE, "sensors_battery": Battery(50.0, -1, None)})
+    assert read_machine_state().on_battery is None
+
+
+def test_the_hottest_sensor_brings_its_own_high_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    temperatures = {
+        "k10temp": [Temp("Tctl", 60.0, 70.0, 80.0)],
+        "acpitz": [Temp("", 88.0, 95.0, 105.0)],
+    }
+    fake_psutil(monkeypatch, **{**PLAUSIBLE, "sensors_temperatures": temperatures})
+    state = read_machine_state()
+    assert (state.temperature_c, state.critical_temperature_c) == (88.0, 95.0)
+
+
+@pytest.mark.parametrize("name", ["coretemp", "k10temp", "cpu_thermal", "acpitz", "zenpower"])
+def test_cpu_like_sensor_names_are_read(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    fake_psutil(monkeypatch, **{**PLAUSIBLE, "sensors_temperatures": {name: [Temp("", 55.0, None, None)]}})
+    state = read_machine_state()
+    assert (state.temperature_c, state.critical_temperature_c) == (55.0, None)
+
+
+@pytest.mark.parametrize(
+    "temperatures", [{}, {"nvme": [Temp("Composite", 40.0, 80.0, 85.0)]}, {"coretemp": []}]
+)
+def test_no_cpu_temperature_is_none(monkeypatch: pytest.MonkeyPatch, temperatures: dict) -> None:
+    fake_psutil(monkeypatch, **{**PLAUSIBLE, "sensors_temperatures": temperatures})
+    state = read_machine_state()
+    assert state.temperature_c is None
+    assert state.critical_temperature_c is None
+
+
+def test_unreported_max_frequency_gives_no_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_psutil(monkeypatch, **{**PLAUSIBLE, "cpu_freq": Freq(current=2596.1, min=0.0, max=0.0)})
+    assert read_machine_state().cpu_freq_ratio is None
+
+
+def assert_all_unknown(state: MachineState) -> None:
+    assert state.available_memory_bytes == 0
+    assert state.on_battery is None
+    assert state.battery_percent is None
+    assert state.temperature_c is None
+    assert state.critical_temperature_c is None
+    assert state.cpu_load == 0.0
+    assert state.cpu_freq_ratio is None
+    assert state.logical_cpus == (os.cpu_count() or 1)
+
+
+def test_raising_sensors_give_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    errors = [OSError("sysfs"), NotImplementedError(), RuntimeError("x"), AttributeError("y"), ValueError()]
+    for name, error in zip(SENSORS, errors + [PermissionError()], strict=True):
+
+        def fail(_error: Exception = error, **kwargs: object) -> object:
+            raise _error
+
+        monkeypatch.setattr(psutil, name, fail)
+    assert_all_unknown(read_machine_state())
+
+
+def test_sensors_returning_none_give_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_psutil(monkeypatch, **dict.fromkeys(SENSORS))
+    assert_all_unknown(read_machine_state())
+
+
+def test_absent_sensors_give_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SENSORS:
+        monkeypatch.delattr(psutil, name)
+    assert_all_unknown(read_machine_state())
+
+
+def test_this_machine_reads_without_error() -> None:
+    state = read_machine_state()
+    assert state.available_memory_bytes > 0
+    assert 0.0 <= state.cpu_load <= 1.0
+    assert state.logical_cpus >= 1
