@@ -50,13 +50,7 @@ def decide(needs: RequestNeeds = ONE_IMAGE, policy: ControllerPolicy | None = No
 
 def test_calm_machine_is_normal() -> None:
     mode = decide()
-    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep, mode.low_precision) == (
-        "normal",
-        None,
-        None,
-        1.0,
-        False,
-    )
+    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep) == ("normal", None, None, 1.0)
     assert len(mode.reasons) == 1
     assert mode.reasons[0].startswith("normal state: ")
     for field in ("available_memory_bytes", "on_battery", "temperature_c 55", "cpu_load 0.20"):
@@ -67,42 +61,36 @@ def test_calm_machine_is_normal() -> None:
 def test_low_battery_on_battery_saves() -> None:
     mode = decide(on_battery=True, battery_percent=15.0)
     assert mode.name == "battery_saver"
-    assert (mode.threads, mode.max_pixels, mode.visual_keep, mode.low_precision) == (
-        1,
-        SAVING_PIXELS,
-        0.5,
-        True,
-    )
+    assert (mode.threads, mode.max_pixels, mode.visual_keep) == (1, SAVING_PIXELS, 0.5)
     assert mode.reasons == (
         f"battery_percent 15 < 30 and on battery: 1 thread, max_pixels {SAVING_PIXELS},"
-        " keep 50% of visual tokens, low-precision layers",
+        " keep 50% of visual tokens",
     )
 
 
 def test_low_battery_on_mains_is_normal() -> None:
     mode = decide(on_battery=False, battery_percent=15.0)
-    assert mode.name == "normal"
-    assert not mode.low_precision
-    assert mode.threads is None
+    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep) == ("normal", None, None, 1.0)
 
 
-def test_on_battery_above_threshold_only_lowers_precision() -> None:
-    mode = decide(on_battery=True, battery_percent=80.0)
-    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep, mode.low_precision) == (
-        "normal",
-        None,
-        None,
-        1.0,
-        True,
-    )
-    assert "on_battery True, battery_percent 80 >= 30: low-precision layers" in mode.reasons
+@pytest.mark.parametrize("percent", [80.0, 30.0])
+def test_on_battery_at_or_above_threshold_only_lowers_threads(percent: float) -> None:
+    mode = decide(on_battery=True, battery_percent=percent)
+    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep) == ("on_battery", 1, None, 1.0)
+    assert mode.reasons == (f"on_battery True, battery_percent {percent:g} >= 30: 1 thread",)
 
 
-def test_on_battery_with_unknown_charge_only_lowers_precision() -> None:
+def test_on_battery_with_unknown_charge_only_lowers_threads() -> None:
     mode = decide(on_battery=True, battery_percent=None)
-    assert mode.name == "normal"
-    assert mode.low_precision
-    assert any("battery_percent unknown" in reason for reason in mode.reasons)
+    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep) == ("on_battery", 1, None, 1.0)
+    assert mode.reasons == ("on_battery True, battery_percent unknown: 1 thread",)
+
+
+def test_on_battery_threads_never_exceed_the_configured_count() -> None:
+    policy = ControllerPolicy(saving_threads=4)
+    on_battery = dataclasses.replace(CALM, on_battery=True, battery_percent=80.0)
+    assert Controller(COSTS, policy, lambda: on_battery).decide(ONE_IMAGE).threads == 4
+    assert Controller(COSTS, policy, lambda: on_battery, threads=2).decide(ONE_IMAGE).threads == 2
 
 
 @pytest.mark.parametrize(("temperature", "hot"), [(89.9, False), (90.0, True), (97.0, True)])
@@ -110,9 +98,10 @@ def test_hot_against_the_critical_threshold(temperature: float, hot: bool) -> No
     mode = decide(temperature_c=temperature, critical_temperature_c=100.0)
     assert mode.name == ("thermal" if hot else "normal")
     if hot:
-        assert (mode.threads, mode.visual_keep, mode.low_precision) == (1, 0.5, True)
-        assert mode.reasons[0].startswith(
-            f"temperature_c {temperature:g} >= critical_temperature_c 100 - hot_margin_c 10: 1 thread"
+        assert (mode.threads, mode.max_pixels, mode.visual_keep) == (1, SAVING_PIXELS, 0.5)
+        assert mode.reasons == (
+            f"temperature_c {temperature:g} >= critical_temperature_c 100 - hot_margin_c 10: 1 thread,"
+            f" max_pixels {SAVING_PIXELS}, keep 50% of visual tokens",
         )
 
 
@@ -135,13 +124,7 @@ def test_unknown_temperature_is_not_hot() -> None:
 
 def test_busy_only_lowers_threads() -> None:
     mode = decide(cpu_load=0.93)
-    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep, mode.low_precision) == (
-        "busy",
-        1,
-        None,
-        1.0,
-        False,
-    )
+    assert (mode.name, mode.threads, mode.max_pixels, mode.visual_keep) == ("busy", 1, None, 1.0)
     assert mode.reasons == ("cpu_load 0.93 >= 0.85: 1 thread",)
     assert decide(cpu_load=0.84).name == "normal"
 
@@ -169,7 +152,7 @@ def test_low_memory_lowers_max_pixels_until_the_estimate_fits() -> None:
     assert mode.visual_keep == 1.0
     assert estimate_request_bytes(COSTS, needs, mode.max_pixels, mode.visual_keep) <= budget
     assert estimate_request_bytes(COSTS, needs, mode.max_pixels * 2, 1.0) > budget  # the largest that fits
-    assert (mode.threads, mode.low_precision) == (None, False)
+    assert mode.threads is None
     assert mode.reasons[0].startswith("available_memory_bytes 2048 MiB - headroom 512 MiB < estimate")
     assert "may not fit" not in mode.reasons[0]
 
@@ -231,7 +214,6 @@ def test_combinations_take_the_most_saving_value_in_a_fixed_order() -> None:
     assert mode.threads == 1
     assert mode.max_pixels is not None and mode.max_pixels < big_request().image_pixels // 2
     assert mode.visual_keep <= 0.5
-    assert mode.low_precision
     starts = ("battery_percent 5 < 30", "temperature_c 99 >=", "cpu_load 1.00 >=", "available_memory_bytes")
     assert [reason.startswith(start) for reason, start in zip(mode.reasons, starts, strict=True)] == [
         True
@@ -239,6 +221,38 @@ def test_combinations_take_the_most_saving_value_in_a_fixed_order() -> None:
 
     assert decide(temperature_c=99.0, cpu_load=0.9).name == "thermal+busy"
     assert decide(on_battery=True, battery_percent=5.0, temperature_c=99.0).name == "battery_saver+thermal"
+
+
+def test_on_battery_combines_in_the_fixed_order() -> None:
+    mode = decide(
+        big_request(),
+        on_battery=True,
+        battery_percent=80.0,
+        temperature_c=99.0,
+        cpu_load=1.0,
+        available_memory_bytes=2 * GIB,
+    )
+    assert mode.name == "on_battery+thermal+busy+low_memory"
+    assert mode.threads == 1
+    assert mode.max_pixels is not None and mode.max_pixels < big_request().image_pixels // 2
+    assert mode.visual_keep <= 0.5
+    starts = (
+        "on_battery True, battery_percent 80 >= 30: 1 thread",
+        "temperature_c 99 >=",
+        "cpu_load 1.00 >=",
+        "available_memory_bytes",
+    )
+    assert [reason.startswith(start) for reason, start in zip(mode.reasons, starts, strict=True)] == [
+        True
+    ] * 4
+
+    busy = decide(on_battery=True, battery_percent=None, cpu_load=0.9)
+    assert (busy.name, busy.threads, busy.max_pixels, busy.visual_keep) == ("on_battery+busy", 1, None, 1.0)
+    low_memory = decide(big_request(), on_battery=True, battery_percent=50.0, available_memory_bytes=2 * GIB)
+    assert low_memory.name == "on_battery+low_memory"
+    assert low_memory.threads == 1
+    assert low_memory.max_pixels is not None and low_memory.max_pixels < COSTS.default_max_pixels
+    assert low_memory.reasons[0] == "on_battery True, battery_percent 50 >= 30: 1 thread"
 
 
 def test_busy_and_low_memory_keep_each_others_values() -> None:
@@ -271,7 +285,6 @@ def test_to_dict_is_json_ready_and_carries_the_state() -> None:
         "threads": 1,
         "max_pixels": None,
         "visual_keep": 1.0,
-        "low_precision": False,
         "reasons": ["cpu_load 0.90 >= 0.85: 1 thread"],
         "state": {**CALM.to_dict(), "cpu_load": 0.9},
     }

@@ -1,8 +1,9 @@
 """The runtime controller of adaptive precision: per request, picks an operating mode (threads, image
-pixel cap, share of visual tokens kept, low-precision layers) from what the request needs and the
-machine's state. A laptop on a low battery, running hot, busy with other work or short of memory should
-answer more cheaply rather than drain, throttle, contend or swap. The decision is plain arithmetic on
-one state reading, deterministic, and says why in reasons that name the deciding state field."""
+pixel cap, share of visual tokens kept) from what the request needs and the machine's state. A laptop
+on battery should use fewer threads; one on a low battery, running hot, busy with other work or short of
+memory should answer more cheaply rather than drain, throttle, contend or swap. The decision is plain
+arithmetic on one state reading, deterministic, and says why in reasons that name the deciding state
+field."""
 
 from __future__ import annotations
 
@@ -113,7 +114,6 @@ class Mode:
     threads: int | None
     max_pixels: int | None
     visual_keep: float
-    low_precision: bool
     reasons: tuple[str, ...]
     state: dict[str, Any] = field(hash=False)
 
@@ -179,9 +179,11 @@ class Controller:
         threads: int | None = None
         max_pixels: int | None = None
         visual_keep = 1.0
-        low_precision = False
 
+        # Modes are named in a fixed order: battery_saver, on_battery, thermal, busy, low_memory
+        # (battery_saver and on_battery exclude each other).
         causes: list[tuple[str, str]] = []
+        battery_cause: str | None = None
         if state.on_battery:
             percent = state.battery_percent
             if percent is not None and percent < policy.low_battery_percent:
@@ -192,21 +194,23 @@ class Controller:
                     )
                 )
             else:
-                low_precision = True
                 shown = "unknown" if percent is None else f"{percent:g} >= {policy.low_battery_percent:g}"
-                reasons.append(f"on_battery True, battery_percent {shown}: low-precision layers")
+                battery_cause = f"on_battery True, battery_percent {shown}"
         hot = self._hot(state)
         if hot is not None:
             causes.append(("thermal", hot))
         if causes:
             threads, max_pixels = self._saving_threads, self._saving_pixels(needs)
-            visual_keep, low_precision = policy.saving_visual_keep, True
-            savings = (
-                f"{_threads(threads)}, max_pixels {max_pixels}, {_keep(visual_keep)}, low-precision layers"
-            )
+            visual_keep = policy.saving_visual_keep
+            savings = f"{_threads(threads)}, max_pixels {max_pixels}, {_keep(visual_keep)}"
             for name, cause in causes:
                 names.append(name)
                 reasons.append(f"{cause}: {savings}")
+        if battery_cause is not None:
+            # On battery with enough charge: fewer threads draw less power; nothing else changes.
+            threads = self._saving_threads
+            names.insert(0, "on_battery")
+            reasons.insert(0, f"{battery_cause}: {_threads(threads)}")
         if state.cpu_load >= policy.busy_cpu_load:
             threads = self._saving_threads
             names.append("busy")
@@ -224,7 +228,6 @@ class Controller:
             threads=threads,
             max_pixels=max_pixels,
             visual_keep=visual_keep,
-            low_precision=low_precision,
             reasons=tuple(reasons),
             state=state.to_dict(),
         )
