@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-scorers bench-prune clean
+.PHONY: setup demo test lint bench bench-scorers bench-prune bench-precision clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,6 +57,18 @@ bench-prune: $(STAMP)
 		--recipe out/2b-int8-channels50 --recipe out/2b-int8-channels60 --runs 5 \
 		--json-out benchmarks/results/bench_2b_prune_channels.json \
 		--md-out benchmarks/results/bench_2b_prune_channels.md --plot benchmarks/results/bench_2b_prune_channels.png
+
+# Adaptive precision on builtin:2b-shape: the int4 kernel against fbgemm int8 on the decoder's decode and
+# prefill shapes, then a mixed int4/int8 plan (benchmarks/recipes/mixed-int4.yaml) against int8 in one
+# bench run (about 40 minutes on 2 cores).
+bench-precision: $(STAMP)
+	$(BIN)/python benchmarks/int4_kernel.py --rounds 9 --out benchmarks/results/int4_kernel_2b.json
+	test -f out/2b-int8/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape --recipe int8 -o out/2b-int8
+	test -f out/2b-mixed-int4/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape \
+		--recipe benchmarks/recipes/mixed-int4.yaml -o out/2b-mixed-int4
+	$(BIN)/slimvl bench builtin:2b-shape --recipe out/2b-int8 --recipe out/2b-mixed-int4 --runs 7 \
+		--json-out benchmarks/results/bench_2b_mixed_int4.json \
+		--md-out benchmarks/results/bench_2b_mixed_int4.md --plot benchmarks/results/bench_2b_mixed_int4.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

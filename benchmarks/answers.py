@@ -40,7 +40,10 @@ def compare(before: Path, after: Path) -> int:
         print(f"{before.name}: {len(a)} answers against {len(b)}")
         return 1
     differ = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-    print(f"{before.name}: {len(a) - len(differ)} of {len(a)} answers identical" + (f"; first differing question {differ[0]}" if differ else ""))
+    print(
+        f"{before.name}: {len(a) - len(differ)} of {len(a)} answers identical"
+        + (f"; first differing question {differ[0]}" if differ else "")
+    )
     return 1 if differ else 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ def main() -> int:
     import torch
 
     import slimvl
+    from slimvl.atomic import write_text_atomic
     from slimvl.config import resolve_recipe
     from slimvl.data import examples
     from slimvl.eval import evaluate, next_token_agreement, paired_difference
@@ -112,9 +112,7 @@ def main() -> int:
             f"decide {row['decision_ms_median']:.3f} ms {row.get('paired_difference', '')}",
             flush=True,
         )
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -40,6 +40,7 @@ def main() -> int:
     import torch
 
     import slimvl
+    from slimvl.atomic import write_text_atomic
     from slimvl.config import AdaptivePrecisionConfig, Recipe
     from slimvl.data import examples
     from slimvl.eval import evaluate, next_token_agreement, paired_difference
@@ -100,9 +101,7 @@ def main() -> int:
             flush=True,
         )
         del slim
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     _plot(record, args.out.with_suffix(".png"))
     return 0
 
