@@ -40,12 +40,13 @@ CALM = MachineState(
     logical_cpus=8,
 )
 ONE_IMAGE = RequestNeeds(images=1, image_pixels=1280 * 960, prompt_chars=120, max_new_tokens=64)
+SAVING = ControllerPolicy(saving_visual_keep=0.5)  # the visual-token lever on (off by default)
 SAVING_PIXELS = 1280 * 960 // 2  # half the request's own image
 
 
 def decide(needs: RequestNeeds = ONE_IMAGE, policy: ControllerPolicy | None = None, **state: object) -> Mode:
     simulated = dataclasses.replace(CALM, **state)
-    return Controller(COSTS, policy or ControllerPolicy(), state_source=lambda: simulated).decide(needs)
+    return Controller(COSTS, policy or SAVING, state_source=lambda: simulated).decide(needs)
 
 
 def test_calm_machine_is_normal() -> None:
@@ -192,7 +193,7 @@ def test_unknown_memory_is_not_low() -> None:
 
 def test_saving_mode_pixel_cap_can_make_the_request_fit() -> None:
     needs = RequestNeeds(images=1, image_pixels=COSTS.default_max_pixels, prompt_chars=0, max_new_tokens=0)
-    policy = ControllerPolicy()
+    policy = SAVING
     saving_pixels = COSTS.default_max_pixels // 2  # half of this request's image
     fits_at = estimate_request_bytes(COSTS, needs, saving_pixels, policy.saving_visual_keep)
     available = policy.memory_headroom_bytes + fits_at
