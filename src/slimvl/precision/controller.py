@@ -81,7 +81,9 @@ class ControllerPolicy:
     hot_temperature_c: float = 85.0
     busy_cpu_load: float = 0.85
     memory_headroom_bytes: int = 512 * 2**20
-    saving_visual_keep: float = 1.0  # every visual token kept: builtin:tiny's answers need them (docs/precision.md)
+    saving_visual_keep: float = (
+        1.0  # every visual token kept: builtin:tiny's answers need them (docs/precision.md)
+    )
     saving_pixels_ratio: float = 0.5
     saving_threads: int = 1
 
