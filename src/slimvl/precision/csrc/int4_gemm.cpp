@@ -16,8 +16,9 @@
 // widened to int16, hold group j's in lane 0 and group 8 + j's in lane 1 at the same position: one
 // in-lane byte shuffle broadcasts both. Activations are laid out to match the nibbles:
 // [g_j 0..15 | g_8+j 0..15 | g_j 16..31 | g_8+j 16..31]. Groups after the last whole block keep their
-// natural order and run in scalar code. The codes' −8 is applied to the activations' side: `sums` holds,
-// per int16 lane of a pair, 8 × the sum of the four activation codes that lane multiplies.
+// natural order and run in scalar code. The codes' −8 is applied once per row: `sums` holds each whole
+// block group's sum of activation codes, and the row's dot loses 8 × sum_g m_g · sums_g (one vpmaddwd per
+// block of 16 groups).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>  // built with -fopenmp: at::parallel_for then uses PyTorch's thread pool
@@ -67,13 +68,18 @@ inline float row_absmax(const float* x, int64_t k) {
 
 constexpr int64_t kBlock = 16;  // groups per block
 
-// Row `x` (K floats) -> codes in the block layout (K bytes, uint8 = int8 + 128), the per-lane sums
-// (K / 4 int16, whole blocks only) and the row's scale.
+inline int32_t byte_sum(__m256i v) {  // the sum of 32 unsigned bytes
+  __m256i quads = _mm256_sad_epu8(v, _mm256_setzero_si256());
+  __m128i s = _mm_add_epi64(_mm256_castsi256_si128(quads), _mm256_extracti128_si256(quads, 1));
+  return static_cast<int32_t>(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1));
+}
+
+// Row `x` (K floats) -> codes in the block layout (K bytes, uint8 = int8 + 128), each group's sum of
+// codes (K / 32 int16, natural order, whole blocks only) and the row's scale.
 float quantize_row(const float* x, int64_t k, uint8_t* out, int16_t* sums) {
   float absmax = row_absmax(x, k);
   __m256 inv = _mm256_set1_ps(absmax > 0.f ? 127.f / absmax : 0.f);
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-  const __m256i ones = _mm256_set1_epi8(1);
   int64_t groups = k / kGroup, blocks = groups / kBlock;
   for (int64_t b = 0; b < blocks; ++b) {
     const float* xb = x + b * kBlock * kGroup;
@@ -85,8 +91,8 @@ float quantize_row(const float* x, int64_t k, uint8_t* out, int16_t* sums) {
       __m256i second = _mm256_permute2x128_si256(g0, g1, 0x31);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ob + j * 64), first);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ob + j * 64 + 32), second);
-      __m256i lane = _mm256_add_epi16(_mm256_maddubs_epi16(first, ones), _mm256_maddubs_epi16(second, ones));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + (b * kBlock / 2 + j) * 16), _mm256_slli_epi16(lane, 3));
+      sums[b * kBlock + j] = static_cast<int16_t>(byte_sum(g0));
+      sums[b * kBlock + kBlock / 2 + j] = static_cast<int16_t>(byte_sum(g1));
     }
   }
   for (int64_t g = blocks * kBlock; g < groups; ++g) {
@@ -96,18 +102,22 @@ float quantize_row(const float* x, int64_t k, uint8_t* out, int16_t* sums) {
   return absmax / 127.f;
 }
 
-// int32 dot of `rows` activation rows (block layout, stride k; their lane sums, stride k / 4) with one
+// int32 dot of `rows` activation rows (block layout, stride k; their group sums, stride k / 32) with one
 // packed weight row, offset not yet removed.
 template <int64_t Rows>
 inline void dot_rows(const uint8_t* act, const int16_t* sums, int64_t k, const uint8_t* codes,
                      const uint8_t* mult, int32_t* out) {
   const __m256i low = _mm256_set1_epi8(0x0F);
-  __m256i acc[Rows];
-  for (int64_t r = 0; r < Rows; ++r) acc[r] = _mm256_setzero_si256();
+  __m256i acc[Rows], corr[Rows];
+  for (int64_t r = 0; r < Rows; ++r) acc[r] = corr[r] = _mm256_setzero_si256();
   int64_t groups = k / kGroup, blocks = groups / kBlock;
   for (int64_t b = 0; b < blocks; ++b) {
     __m256i mults = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mult + b * kBlock)));
     const uint8_t* cb = codes + b * kBlock * 16;
+    for (int64_t r = 0; r < Rows; ++r) {
+      __m256i group_sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + r * (k / kGroup) + b * kBlock));
+      corr[r] = _mm256_add_epi32(corr[r], _mm256_madd_epi16(group_sums, mults));
+    }
 #pragma GCC unroll 8
     for (int64_t j = 0; j < kBlock / 2; ++j) {
       __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cb + j * 32));
@@ -121,13 +131,12 @@ inline void dot_rows(const uint8_t* act, const int16_t* sums, int64_t k, const u
         const uint8_t* a = act + r * k + b * kBlock * kGroup + j * 64;
         __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
         __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32));
-        __m256i eight_x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + r * (k / 4) + (b * kBlock / 2 + j) * 16));
         __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(xa, lo), _mm256_maddubs_epi16(xb, hi));
-        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_sub_epi16(s, eight_x), m));
+        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s, m));
       }
     }
   }
-  for (int64_t r = 0; r < Rows; ++r) out[r] = hsum_epi32(acc[r]);
+  for (int64_t r = 0; r < Rows; ++r) out[r] = hsum_epi32(acc[r]) - 8 * hsum_epi32(corr[r]);
   for (int64_t g = blocks * kBlock; g < groups; ++g) {  // natural order after the last whole block
     const uint8_t* c = codes + g * 16;
     for (int64_t r = 0; r < Rows; ++r) {
@@ -167,7 +176,7 @@ void gemm(const uint8_t* a, const int16_t* sums, int64_t rows, int64_t k, const 
       for (int64_t r0 = 0; r0 < rows; r0 += kRowTile) {
         int64_t tile = std::min(kRowTile, rows - r0);
         const uint8_t* ar = a + r0 * k;
-        const int16_t* sr = sums + r0 * (k / 4);
+        const int16_t* sr = sums + r0 * (k / kGroup);
         for (int64_t j = j0; j < j1; ++j) {
           const uint8_t* cj = c + j * (k / 2);
           const uint8_t* mj = mu + j * groups;
@@ -192,13 +201,13 @@ std::vector<torch::Tensor> quantize_activations(const torch::Tensor& x) {
   TORCH_CHECK(k % kGroup == 0, "int4: K must be a multiple of 32, got ", k);
   auto act = torch::empty({rows, k}, torch::kUInt8);
   auto scales = torch::empty({rows}, torch::kFloat32);
-  auto sums = torch::empty({rows, k / 4}, torch::kInt16);
+  auto sums = torch::empty({rows, k / kGroup}, torch::kInt16);
   int16_t* sm = sums.data_ptr<int16_t>();
   const float* xp = xc.data_ptr<float>();
   uint8_t* ap = act.data_ptr<uint8_t>();
   float* sp = scales.data_ptr<float>();
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) sp[r] = quantize_row(xp + r * k, k, ap + r * k, sm + r * (k / 4));
+    for (int64_t r = begin; r < end; ++r) sp[r] = quantize_row(xp + r * k, k, ap + r * k, sm + r * (k / kGroup));
   });
   return {act, sums, scales};
 }
