@@ -13,7 +13,7 @@ from slimvl.precision import int4_kernel, int4_math
 from slimvl.precision.int4_math import GROUP, Int4Weight
 
 PREFILL_KERNELS = ("avx2", "int_mm", "python")
-_EXPANDED_CHUNK_ROWS = 1024  # weight rows expanded to int8 at once for `int_mm` (2-6 MB: cache-sized)
+_EXPANDED_CHUNK_ROWS = 512  # weight rows expanded to int8 at once for `int_mm` (1-3 MB: cache-sized)
 _INT_MM_MIN_ROWS = 16  # fewer rows (decode) always take the AVX2 loop, which reads the codes once
 
 
