@@ -56,7 +56,7 @@ def test_units_cover_every_quantizable_linear_once(small_model) -> None:
 def test_the_plan_mixes_formats_within_its_budget(mixed: slimvl.SlimModel) -> None:
     plan = mixed.plans["adaptive_precision"]
     assert set(plan["formats"].values()) == {"int4", "int8"}
-    assert plan["planned_bytes"] <= plan["budget_bytes"]
+    assert plan["budgeted_bytes"] == plan["planned_bytes"] <= plan["budget_bytes"]  # no unit fixed outside
     for name, fmt in plan["formats"].items():
         for module in plan["units"][name]["modules"]:
             if module == "lm_head" or module.endswith("embed_tokens"):
@@ -65,6 +65,18 @@ def test_the_plan_mixes_formats_within_its_budget(mixed: slimvl.SlimModel) -> No
             assert isinstance(mixed.loaded.model.get_submodule(module), expected), module
     kl = {n: u["divergence"] for n, u in plan["units"].items()}
     assert all(d["int8"] <= d["int4"] + 1e-9 for d in kl.values() if "int4" in d)
+
+
+def test_info_shows_each_units_format_and_divergence(mixed: slimvl.SlimModel) -> None:
+    from rich.console import Console
+
+    from slimvl.cli.tables import precision_table
+
+    console = Console(record=True, width=200)
+    console.print(precision_table(mixed.plans["adaptive_precision"]))
+    text = console.export_text()
+    assert "within a" in text and "decoder.0.attn_qk" in text
+    assert "int4" in text and "int8" in text
 
 
 def test_a_saved_plan_reloads_with_identical_weights_and_logits(

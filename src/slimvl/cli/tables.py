@@ -69,11 +69,15 @@ def pruning_table(plan: dict) -> Table:
 def precision_table(plan: dict) -> Table:
     """An adaptive precision plan: each unit's format, bytes and measured divergence in every format
     it could take."""
-    spent = plan["planned_bytes"] / 1e6
-    budget = "" if plan.get("budget_bytes") is None else f" of a {plan['budget_bytes'] / 1e6:.2f} MB budget"
+    total = plan["planned_bytes"] / 1e6
+    budget = ""
+    if plan.get("budget_bytes") is not None and "budgeted_bytes" in plan:
+        budget = (
+            f" ({plan['budgeted_bytes'] / 1e6:.2f} MB within a {plan['budget_bytes'] / 1e6:.2f} MB budget)"
+        )
     divergence = plan.get("planned_divergence")
     summed = "" if divergence is None else f", summed KL {divergence:.3g} nats"
-    table = Table(title=f"adaptive precision: {plan['method']} plan, {spent:.2f} MB{budget}{summed}")
+    table = Table(title=f"adaptive precision: {plan['method']} plan, {total:.2f} MB{budget}{summed}")
     for column in ("unit", "format", "MB", "KL by format (nats, first answer token)"):
         table.add_column(
             column,

@@ -140,6 +140,9 @@ def apply(loaded: LoadedModel, config: AdaptivePrecisionConfig, calibration: Cal
             for u in units
         },
         "planned_bytes": planner.total_bytes(units, formats),
+        "budgeted_bytes": planner.total_bytes(
+            [u for u in units if u.name not in fixed_formats(units, config)], formats
+        ),
         "planned_divergence": (
             None
             if divergence is None
