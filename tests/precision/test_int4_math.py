@@ -28,18 +28,33 @@ def test_quantized_weight_is_in_range_and_close_to_the_float_one() -> None:
     assert sqnr_db > 20  # 4 bits with per-group scales: ~21 dB on Gaussian weights
 
 
-def test_each_group_takes_the_multiplier_with_the_least_error() -> None:
+def _group_error(group: torch.Tensor, step: torch.Tensor) -> float:
+    return float((group - torch.round(group / step).clamp(-8, 7) * step).square().sum())
+
+
+def test_each_group_takes_the_multiplier_with_the_least_error_of_its_window() -> None:
     w = torch.randn(3, 2 * GROUP, generator=torch.Generator().manual_seed(1))
     q = int4_math.quantize_weight(w)
     groups = w.reshape(3, 2, GROUP)
     for row in range(3):
         for g in range(2):
-            errors = []
-            for m in range(1, 16):
-                step = q.row_scale[row] * m
-                codes = torch.round(groups[row, g] / step).clamp(-8, 7)
-                errors.append(float((groups[row, g] - codes * step).square().sum()))
-            assert int(q.mult[row, g]) == 1 + min(range(15), key=errors.__getitem__)
+            low = int(groups[row, g].abs().max() / (8 * q.row_scale[row])) - 1
+            window = [m for m in range(low, low + int4_math.SEARCH_WIDTH) if 1 <= m <= 15]
+            errors = {m: _group_error(groups[row, g], q.row_scale[row] * m) for m in window}
+            assert int(q.mult[row, g]) == min(errors, key=errors.get)
+
+
+def test_the_window_loses_almost_nothing_against_searching_all_multipliers() -> None:
+    w = torch.randn(64, 256, generator=torch.Generator().manual_seed(4)) * torch.rand(64, 1)
+    q = int4_math.quantize_weight(w)
+    groups = w.reshape(64, -1, GROUP)
+    chosen = full = 0.0
+    for row in range(64):
+        for g in range(groups.shape[1]):
+            errors = [_group_error(groups[row, g], q.row_scale[row] * m) for m in range(1, 16)]
+            chosen += errors[int(q.mult[row, g]) - 1]
+            full += min(errors)
+    assert chosen <= full * 1.01
 
 
 def test_offsets_are_the_activation_offset_term() -> None:

@@ -6,9 +6,9 @@ weight: 4 bits of code plus 4 bits per 32 weights of multiplier (kept as one byt
 per weight in all). The integer multipliers are what let a kernel accumulate a whole row in int32 and
 scale once at the end (llama.cpp's K-quants use the same two-level idea with 6-bit sub-scales).
 
-Each group's multiplier is chosen by searching all 15 for the least squared weight error (round to
-nearest, codes clamped to [−8, 7]), the row scale being the row's absmax / 105 (the group holding the
-absmax can then represent it exactly with multiplier 15 and code ±7).
+Each group's multiplier is chosen by searching the few around its absmax for the least squared weight
+error (round to nearest, codes clamped to [−8, 7]), the row scale being the row's absmax / 105 (the group
+holding the absmax can then represent it exactly with multiplier 15 and code ±7).
 
 Activations are quantized per row (token) to int8 with scale absmax / 127, as the kernel does; the
 integer dot and the float result defined here are what the kernel must reproduce.
@@ -23,7 +23,8 @@ import torch
 GROUP = 32
 MULTIPLIERS = 15
 BLOCK = 16  # groups per block of the kernel's layout
-_SEARCH_CHUNK_ELEMENTS = 1 << 22  # weights searched at once (×15 candidates in flight)
+SEARCH_WIDTH = 4  # multipliers tried per group
+_SEARCH_CHUNK_ELEMENTS = 1 << 22  # weights searched at once (× SEARCH_WIDTH candidates in flight)
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,15 @@ def quantize_weight(weight: torch.Tensor) -> Int4Weight:
 
 
 def _best_multipliers(w: torch.Tensor, row_scale: torch.Tensor) -> torch.Tensor:
-    """Per group, the multiplier in 1..15 whose rounding leaves the least squared error."""
-    candidates = torch.arange(1, MULTIPLIERS + 1, dtype=torch.float32)
-    step = row_scale[:, None, None, None] * candidates[None, None, :, None]  # (n, 1, 15, 1)
+    """Per group, the multiplier with the least squared error among `SEARCH_WIDTH` candidates from one
+    below the multiplier that maps the group's absmax to 8, where the error-optimal one lies (the tests
+    compare this window with a search of all 15)."""
+    low = (w.abs().amax(dim=-1) / (8 * row_scale[:, None])).floor_() - 1  # (n, groups)
+    candidates = (low[:, :, None] + torch.arange(SEARCH_WIDTH)).clamp_(1, MULTIPLIERS)  # (n, groups, width)
+    step = row_scale[:, None, None, None] * candidates[..., None]
     q = torch.round(w[:, :, None, :] / step).clamp_(-8, 7)
-    error = (w[:, :, None, :] - q * step).square_().sum(dim=-1)  # (n, groups, 15)
-    return (error.argmin(dim=-1) + 1).to(torch.uint8)
+    error = (w[:, :, None, :] - q * step).square_().sum(dim=-1)
+    return candidates.gather(-1, error.argmin(dim=-1, keepdim=True)).squeeze(-1).to(torch.uint8)
 
 
 def _offsets(codes: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
