@@ -1,6 +1,7 @@
 """slimvl's int4 kernel against fbgemm int8 (and ATen's int4) on the 2B decoder's linear shapes.
 
-One "pass" runs the 28 layers' qkv (4096×2048), o (2048×2048), gate-up (12288×2048) and down
+At prefill size the int8-expansion + `at::_int_mm` path (`int4_int_mm`) is timed too. One "pass" runs the
+28 layers' qkv (4096×2048), o (2048×2048), gate-up (12288×2048) and down
 (2048×6144) linears once, as a decode step (M=1) or a prefill (M=--prefill-rows). Kernels alternate
 within each round (the order flips every round), so both see the same bandwidth phase; the report gives
 per-kernel medians with min-max and the median of the per-round ratios. Weights are random codes: a
@@ -91,9 +92,17 @@ def main() -> int:
         kernels["aten_int4_bf16"] = lambda i, x: torch.ops.aten._weight_int4pack_mm_for_cpu(
             x.to(torch.bfloat16), aten[i][0], 32, aten[i][1]
         )
-    names = list(kernels)
+    from slimvl.precision.int4_modules import EXPANDED_CHUNK_ROWS
+
+    expanded = {  # what an int4 layer runs at 16 rows or more where the race picks `int_mm`
+        "int4_int_mm": lambda i, x: ext.linear_expanded(
+            x, int4[i].codes, int4[i].mult, int4[i].offsets, int4[i].row_scale, None, EXPANDED_CHUNK_ROWS
+        )
+    }
     report = {"threads": args.threads, "rounds": args.rounds, "shapes": SHAPES, "layers": LAYERS}
     for label, rows in (("decode", 1), ("prefill", args.prefill_rows)):
+        names = list(kernels) + (list(expanded) if rows > 1 else [])
+        kernels_here = {**kernels, **expanded}
         inputs = {k: torch.randn(rows, k) for _, k in SHAPES}
 
         def one_pass(run, inputs=inputs):
@@ -103,11 +112,11 @@ def main() -> int:
             return (time.perf_counter() - start) * 1e3
 
         for name in names:  # warm-up
-            one_pass(kernels[name])
+            one_pass(kernels_here[name])
         times = {name: [] for name in names}
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else reversed(names):
-                times[name].append(one_pass(kernels[name]))
+                times[name].append(one_pass(kernels_here[name]))
         section = {
             name: {
                 "median_ms": statistics.median(t),

@@ -13,7 +13,7 @@ from slimvl.precision import int4_kernel, int4_math
 from slimvl.precision.int4_math import GROUP, Int4Weight
 
 PREFILL_KERNELS = ("avx2", "int_mm", "python")
-_EXPANDED_CHUNK_ROWS = 512  # weight rows expanded to int8 at once for `int_mm` (1-3 MB: cache-sized)
+EXPANDED_CHUNK_ROWS = 512  # weight rows expanded to int8 at once for `int_mm` (1-3 MB: cache-sized)
 _INT_MM_MIN_ROWS = 16  # fewer rows (decode) always take the AVX2 loop, which reads the codes once
 
 
@@ -49,7 +49,7 @@ def _run(x: torch.Tensor, weight: Int4Weight, bias: torch.Tensor | None, prefill
         y = int4_math.linear(rows, weight, bias)
     elif prefill_kernel == "int_mm" and rows.shape[0] >= _INT_MM_MIN_ROWS:
         y = ext.linear_expanded(
-            rows, weight.codes, weight.mult, weight.offsets, weight.row_scale, bias, _EXPANDED_CHUNK_ROWS
+            rows, weight.codes, weight.mult, weight.offsets, weight.row_scale, bias, EXPANDED_CHUNK_ROWS
         )
     else:
         y = ext.linear(rows, weight.codes, weight.mult, weight.offsets, weight.row_scale, bias)
