@@ -5,11 +5,12 @@ out of quantization. A 16-bit weight is computed in its own dtype (fast where th
 from __future__ import annotations
 
 import functools
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from slimvl.precision.timing import best_ms
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPUTE = ("native", "widen")
@@ -81,18 +82,9 @@ def choose_compute(fmt: str, shape: tuple[int, int]) -> tuple[str, dict[str, flo
     n, k = shape
     module = FloatLinear(k, n, bias=False, fmt=fmt, device="cpu")
     module.weight.data.normal_()
+    inputs = [torch.randn(rows, k) for rows in (1, 64)]
     timings = {}
     for compute in COMPUTE:
         module.compute = compute
-        total = 0.0
-        for rows in (1, 64):
-            x = torch.randn(rows, k)
-            module(x)
-            best = float("inf")
-            for _ in range(3):
-                start = time.perf_counter()
-                module(x)
-                best = min(best, time.perf_counter() - start)
-            total += best * 1e3
-        timings[compute] = round(total, 4)
+        timings[compute] = round(sum(best_ms(lambda x=x: module(x)) for x in inputs), 4)
     return min(timings, key=timings.get), timings

@@ -4,13 +4,13 @@ that reads the same table."""
 from __future__ import annotations
 
 import functools
-import time
 
 import torch
 from torch import nn
 
 from slimvl.precision import int4_kernel, int4_math
 from slimvl.precision.int4_math import GROUP, Int4Weight
+from slimvl.precision.timing import best_ms
 
 PREFILL_KERNELS = ("avx2", "int_mm", "python")
 EXPANDED_CHUNK_ROWS = 512  # weight rows expanded to int8 at once for `int_mm` (1-3 MB: cache-sized)
@@ -154,15 +154,5 @@ def choose_prefill_kernel(shape: tuple[int, int], rows: int = 128) -> tuple[str,
         torch.zeros(n, dtype=torch.int32),
     )
     x = torch.randn(rows, k)
-    timings = {name: _best_ms(lambda name=name: _run(x, weight, None, name)) for name in ("avx2", "int_mm")}
+    timings = {name: best_ms(lambda name=name: _run(x, weight, None, name)) for name in ("avx2", "int_mm")}
     return min(timings, key=timings.get), timings
-
-
-def _best_ms(call, repeats: int = 3) -> float:
-    call()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, (time.perf_counter() - start) * 1e3)
-    return round(best, 4)

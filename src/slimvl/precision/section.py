@@ -97,35 +97,29 @@ def apply(loaded: LoadedModel, config: AdaptivePrecisionConfig, calibration: Cal
     model = loaded.model
     units = model_units(model)
     allowed = allowed_formats(config)
+    planned = [u for u in units if u.name not in fixed_formats(units, config)]
     divergence = None
     if config.plan == "sensitivity":
         run = calibration(config.calibration_samples, 1)
-        fixed = fixed_formats(units, config)
-        measured = [u for u in units if u.name not in fixed]
-        divergence = sensitivity.measure(model, measured, lambda u: unit_formats(u, allowed), run)
+        divergence = sensitivity.measure(model, planned, lambda u: unit_formats(u, allowed), run)
     formats = plan_formats(units, config, divergence)
     timings: dict = {}
     modules: dict[str, dict] = {}
-    int8_names = [
-        m for u in units if formats[u.name] == "int8" for m in u.modules if u.role not in ("table",)
-    ]
-    table_int8 = any(formats[u.name] == "int8" and u.role == "table" for u in units)
-    int8_config = INT8QuantizationConfig(quantization_mode="dynamic", quantize_embeddings=table_int8)
-    for unit in units:
-        if formats[unit.name] not in ("int8",) and not (
-            unit.role == "table" and formats[unit.name] == "fp32"
-        ):
-            modules.update(convert(model, unit, formats[unit.name], timings))
+    for unit in units:  # int8 is the int8 quantizer's (below); an fp32 table stays as it is
+        fmt = formats[unit.name]
+        if fmt != "int8" and not (unit.role == "table" and fmt == "fp32"):
+            modules.update(convert(model, unit, fmt, timings))
+    int8_units = [u for u in units if formats[u.name] == "int8"]
+    int8_config = INT8QuantizationConfig(
+        quantization_mode="dynamic", quantize_embeddings=any(u.role == "table" for u in int8_units)
+    )
+    int8_names = [m for u in int8_units if u.role != "table" for m in u.modules]
     int8_plan = quantize_model(model, int8_config, None, pack=False, names=int8_names)
     plan = {
         "version": PLAN_VERSION,
         "config": dataclasses.asdict(config),
         "method": config.plan,
-        "budget_bytes": (
-            budget_bytes([u for u in units if u.name not in fixed_formats(units, config)], config)
-            if config.plan == "sensitivity"
-            else None
-        ),
+        "budget_bytes": budget_bytes(planned, config) if config.plan == "sensitivity" else None,
         "formats": formats,
         "units": {
             u.name: {
@@ -140,9 +134,7 @@ def apply(loaded: LoadedModel, config: AdaptivePrecisionConfig, calibration: Cal
             for u in units
         },
         "planned_bytes": planner.total_bytes(units, formats),
-        "budgeted_bytes": planner.total_bytes(
-            [u for u in units if u.name not in fixed_formats(units, config)], formats
-        ),
+        "budgeted_bytes": planner.total_bytes(planned, formats),
         "planned_divergence": (
             None
             if divergence is None
