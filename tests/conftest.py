@@ -83,6 +83,12 @@ def _forward(model: nn.Module, inputs: ModelInputs) -> torch.Tensor:
         return model.lm_head(out.last_hidden_state)[0]
 
 
+@pytest.fixture(scope="session")
+def forward_logits() -> Callable[[nn.Module, ModelInputs], torch.Tensor]:
+    """Logits at every position of one request's inputs through a model (any checkpoint's)."""
+    return _forward
+
+
 @pytest.fixture(scope="module")
 def logits_of(small_model: LoadedModel, square_image: Image.Image) -> LogitsFn:
     inputs = small_model.preprocessor([square_image], "What is on the table?")

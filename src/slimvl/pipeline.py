@@ -77,7 +77,7 @@ class Pipeline:
             with stage("prefill"):
                 # The prefill writes keys/values straight into the decode loop's cache.
                 kv_cache = StaticKVCache.allocate(
-                    self.model.config.text_config, seq.length + max_new_tokens, seq.inputs_embeds.dtype
+                    self.model.model.language_model, seq.length + max_new_tokens, seq.inputs_embeds.dtype
                 )
                 cache = kv_cache.prefill_cache()
                 logits, cache, seq = hooks.prefill(self.model, seq, cache, stage)

@@ -96,7 +96,7 @@ def test_prefill_into_preallocated_cache(small_model: LoadedModel, square_image:
     seq = _sequence(small_model, [square_image])
     with torch.inference_mode():
         reference_logits, reference_cache = prefill(model, seq)
-        static = StaticKVCache.allocate(model.config.text_config, seq.length + 3, seq.inputs_embeds.dtype)
+        static = StaticKVCache.allocate(model.model.language_model, seq.length + 3, seq.inputs_embeds.dtype)
         logits, cache = prefill(model, seq, static.prefill_cache())
         static.take_length(cache)
 
@@ -117,7 +117,7 @@ def test_prefill_into_preallocated_cache(small_model: LoadedModel, square_image:
 def test_preallocated_cache_refuses_to_overflow(small_model: LoadedModel, square_image: Image.Image) -> None:
     model = small_model.model
     seq = _sequence(small_model, [square_image])
-    static = StaticKVCache.allocate(model.config.text_config, seq.length - 1, seq.inputs_embeds.dtype)
+    static = StaticKVCache.allocate(model.model.language_model, seq.length - 1, seq.inputs_embeds.dtype)
     with torch.inference_mode(), pytest.raises(ValueError, match="cache is full"):
         prefill(model, seq, static.prefill_cache())
 

@@ -87,7 +87,7 @@ def test_decoding_continues_after_the_pruned_prefill(
 ) -> None:
     sparsifier = AttentionSparsifier(SparsificationConfig(scorer="attention"))
     assert sparsifier.after_vision(sequence) is sequence
-    cache = StaticKVCache.allocate(small_model.model.config.text_config, sequence.length, torch.float32)
+    cache = StaticKVCache.allocate(small_model.model.model.language_model, sequence.length, torch.float32)
     with torch.inference_mode():
         logits, cache, kept = sparsifier.prefill(
             small_model.model, sequence, cache.prefill_cache(), lambda _stage: nullcontext()

@@ -47,18 +47,23 @@ def weights_table(
 
 
 def pruning_table(plan: dict) -> Table:
-    """A pruning plan: the sparsity each decoder linear reached (unstructured) or the channels each MLP
-    kept (structured), and what was protected."""
+    """A pruning plan: the sparsity each decoder linear reached (unstructured), or the channels each MLP
+    and the key/value heads each decoder attention kept and the decoder layers removed (structured), and
+    what was protected."""
     ratios = ", ".join(f"{r:.3f}" for r in plan["ratios"])
     kind = "structured, " if plan.get("structured") else ""
     title = f"pruning: {kind}{plan['criterion']}, {plan['schedule']} (ratio after each step: {ratios})"
     table = Table(title=title)
-    columns = ("MLP", "channels", "kept") if plan.get("structured") else ("linear", "shape", "sparsity")
+    columns = ("module", "width", "kept") if plan.get("structured") else ("linear", "shape", "sparsity")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("MLP", "linear") else "right")
+        table.add_column(column, justify="left" if column in ("module", "linear") else "right")
     if plan.get("structured"):
-        for name, (original, kept) in plan["widths"].items():
-            table.add_row(name, f"{original} -> {kept}", f"{kept / original:.1%}")
+        influence = plan.get("block_influence", [])
+        for index in plan.get("removed_layers", []):
+            table.add_row(f"decoder layer {index}", f"influence {influence[index]:.4f}", "removed")
+        for parts, widths in (("channels", plan["widths"]), ("kv heads", plan.get("heads", {}))):
+            for name, (original, kept) in widths.items():
+                table.add_row(name, f"{original} -> {kept} {parts}", f"{kept / original:.1%}")
     for name, record in plan.get("layers", {}).items():
         table.add_row(name, " x ".join(map(str, record["shape"])), f"{record['sparsity']:.1%}")
     for name in plan["protected"]:

@@ -209,6 +209,11 @@ class PruningConfig(_ValidatedConfig):
     already-pruned layers before it; ``"magnitude"`` uses ``|W|`` alone. ``iterative`` reaches the ratio
     over ``num_pruning_steps`` (see `ratio_at_step`), re-collecting the statistics at each step. Modules
     whose qualified name contains an entry of ``protected_modules`` are never pruned.
+
+    ``structured`` removes whole parts instead, so the matrices shrink: ``pruning_ratio`` of every MLP's
+    channels (decoder and vision encoder), ``head_ratio`` of each decoder layer's key/value heads with
+    their query heads, and ``layers_removed`` whole decoder layers of least block influence (ShortGPT),
+    scored by ``criterion`` ``"wanda"`` (activation-weighted) or ``"magnitude"``.
     """
 
     pruning_ratio: float = 0.3
@@ -224,6 +229,8 @@ class PruningConfig(_ValidatedConfig):
     )
     fine_tune_steps: int = 0
     calibration_samples: int = 64
+    head_ratio: float = 0.0
+    layers_removed: int = 0
 
     SCHEDULES: ClassVar[tuple[str, ...]] = ("iterative", "one_shot")
     CRITERIA: ClassVar[tuple[str, ...]] = ("magnitude", "wanda", "sparsegpt")
@@ -240,6 +247,11 @@ class PruningConfig(_ValidatedConfig):
         object.__setattr__(self, "protected_modules", tuple(modules))
         self._check_int("fine_tune_steps", 0)
         self._check_int("calibration_samples", 1)
+        self._check_number("head_ratio", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        self._check_int("layers_removed", 0)
+        for name in ("head_ratio", "layers_removed"):
+            if getattr(self, name) and not self.structured:
+                self._fail(name, "0 unless structured is true (heads and layers leave whole)")
 
     def ratio_at_step(self, step: int) -> float:
         """Cumulative pruning ratio to reach after step ``step`` (1-based) of the schedule.
@@ -248,12 +260,16 @@ class PruningConfig(_ValidatedConfig):
         ``ratio * (1 - (1 - step / n) ** 3)``: prune fast while redundancy is high, then
         slow down. ``one_shot`` reaches the full ratio at every step.
         """
+        return self.pruning_ratio * self.schedule_fraction(step)
+
+    def schedule_fraction(self, step: int) -> float:
+        """The fraction of every structured ratio reached after step ``step`` (see `ratio_at_step`)."""
         n = self.num_pruning_steps
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= n:
             raise ValueError(f"ratio_at_step.step: got {step!r}, allowed: an int in [1, {n}]")
         if self.pruning_schedule == "one_shot":
-            return self.pruning_ratio
-        return self.pruning_ratio * (1 - (1 - step / n) ** 3)
+            return 1.0
+        return 1 - (1 - step / n) ** 3
 
 
 @recipe_section("adaptive_precision", order=15, handler="slimvl.precision.section")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, PretrainedConfig, Qwen3VLForConditionalGeneration
+from transformers import DynamicCache, Qwen3VLForConditionalGeneration
 from transformers.cache_utils import DynamicLayer
 
 
@@ -71,14 +71,18 @@ class StaticKVCache:
         return int(self.keys[0].shape[2])
 
     @classmethod
-    def allocate(cls, config: PretrainedConfig, capacity: int, dtype: torch.dtype) -> StaticKVCache:
-        """An empty cache of `capacity` positions for the text decoder of `config` (its pages are only
-        touched as positions are written)."""
-        shape = (1, config.num_key_value_heads, capacity, config.head_dim)
-        layers = range(config.num_hidden_layers)
+    def allocate(cls, text_model: torch.nn.Module, capacity: int, dtype: torch.dtype) -> StaticKVCache:
+        """An empty cache of `capacity` positions for each layer of the text decoder `text_model`, with
+        that layer's key/value heads (structured pruning may leave layers with different counts); its
+        pages are only touched as positions are written."""
+        head_dim = text_model.config.head_dim
+        shapes = [
+            (1, layer.self_attn.k_proj.out_features // head_dim, capacity, head_dim)
+            for layer in text_model.layers
+        ]
         return cls(
-            [torch.empty(shape, dtype=dtype) for _ in layers],
-            [torch.empty(shape, dtype=dtype) for _ in layers],
+            [torch.empty(shape, dtype=dtype) for shape in shapes],
+            [torch.empty(shape, dtype=dtype) for shape in shapes],
             0,
         )
 

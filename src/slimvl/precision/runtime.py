@@ -20,14 +20,14 @@ _VISION_BYTES_PER_PATCH_PER_DIM = 24  # activation bytes held per patch and hidd
 
 def model_costs(loaded: LoadedModel, weight_bytes: int) -> ModelCosts:
     """The model facts the controller's memory estimate needs."""
-    config = loaded.model.config
-    text, vision = config.text_config, config.vision_config
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    vision = loaded.model.config.vision_config
+    # keys and values in fp32, each layer with its own key/value heads (structured pruning may differ)
+    kv_width = sum(layer.self_attn.k_proj.out_features for layer in loaded.model.model.language_model.layers)
     processor = loaded.preprocessor.image_processor
     side = processor.patch_size * processor.merge_size
     return ModelCosts(
         weight_bytes=weight_bytes,
-        kv_bytes_per_token=2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4,
+        kv_bytes_per_token=2 * 4 * kv_width,
         pixels_per_visual_token=side * side,
         vision_bytes_per_patch=_VISION_BYTES_PER_PATCH_PER_DIM * vision.hidden_size,
         default_max_pixels=processor.size["longest_edge"],

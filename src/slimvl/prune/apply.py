@@ -3,7 +3,8 @@ step re-collects the statistics on the model as pruned so far, layer by layer: `
 protected modules, and the record of what was pruned.
 
 Unstructured, the pruned weights become zeros in dense tensors, which dense kernels multiply as fast as
-any other number; structured, whole MLP channels leave and the matrices shrink (`structured`).
+any other number; structured, whole MLP channels (`structured`), decoder head groups (`heads`) and
+decoder layers (`layer_removal`) leave and the matrices shrink.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from transformers import Qwen3VLForConditionalGeneration
 from slimvl.config import PruningConfig
 from slimvl.models.hooks import InputObserver, RunCalibration
 from slimvl.prune.criteria import InputHessian, InputNorms, magnitude_scores, wanda_scores
+from slimvl.prune.heads import DECODER_ATTENTION, group_scores, keep_groups, kv_groups
+from slimvl.prune.layer_removal import BlockInfluence, deepstack_fed_layers, layers_to_remove, remove_layers
 from slimvl.prune.layerwise import first_layer_inputs, prune_layer_by_layer
 from slimvl.prune.masks import row_mask, sparsity
 from slimvl.prune.sparsegpt import sparsegpt_prune
@@ -23,7 +26,7 @@ from slimvl.prune.structured import (
     channel_scores,
     keep_channels,
     kept_width,
-    prunable_mlps,
+    prunable_modules,
     width,
 )
 
@@ -82,7 +85,7 @@ def prune_model(
     `calibration` runs the calibration requests (needed by every criterion but magnitude).
     """
     if config.structured:
-        return prune_channels(model, config, calibration)
+        return prune_structured(model, config, calibration)
     statistic = STATISTIC[config.criterion]
     if statistic is not None and calibration is None:
         raise ValueError(f"PruningConfig.criterion: {config.criterion!r} needs calibration requests")
@@ -126,12 +129,13 @@ def prune_model(
     }
 
 
-def prune_channels(
+def prune_structured(
     model: Qwen3VLForConditionalGeneration, config: PruningConfig, calibration: RunCalibration | None
 ) -> dict:
-    """Structured: remove MLP channels (`slimvl.prune.structured`) of the decoder and the vision
-    encoder, each step re-scoring on the model shrunk so far; returns the plan with each MLP's width
-    (original, kept)."""
+    """Structured: first the `layers_removed` decoder layers of least block influence leave
+    (`layer_removal`), then MLP channels (`structured`) and decoder head groups (`heads`) go, each step
+    re-scoring on the model shrunk so far. Returns the plan: removed layers (original indices, with every
+    layer's influence), each MLP's and attention's width (original, kept) under the names after removal."""
     if config.criterion == "sparsegpt":
         raise ValueError(
             "PruningConfig.criterion: got 'sparsegpt', allowed with structured: 'wanda', 'magnitude' "
@@ -139,34 +143,63 @@ def prune_channels(
         )
     if config.criterion == "wanda" and calibration is None:
         raise ValueError("PruningConfig.criterion: 'wanda' needs calibration requests")
+    if config.layers_removed and calibration is None:
+        raise ValueError("PruningConfig.layers_removed: block influence needs calibration requests")
     check_protected(model, config.protected_modules)
-    mlps, protected = prunable_mlps(model, config.protected_modules)
-    original = {name: width(mlp) for name, mlp in mlps.items()}
-    for channels in original.values():
-        kept_width(channels, config.pruning_ratio)
+    plan: dict = {"structured": True, "criterion": config.criterion, "schedule": config.pruning_schedule}
+    if config.layers_removed:
+        plan.update(_remove_layers(model, config.layers_removed, calibration))
+    mlps, protected = prunable_modules(model, MLP_LINEARS, config.protected_modules)
+    attentions, protected_attentions = prunable_modules(model, (DECODER_ATTENTION,), config.protected_modules)
+    channels = {name: width(mlp) for name, mlp in mlps.items()}
+    groups = {name: kv_groups(attn) for name, attn in attentions.items()}
+    for name in channels:
+        kept_width(channels[name], config.pruning_ratio)
+    for name in groups:
+        kept_width(groups[name], config.head_ratio, "head_ratio", "key/value heads of a layer")
     steps = config.num_pruning_steps if config.pruning_schedule == "iterative" else 1
     reached = []
     for step in range(1, steps + 1):
-        ratio = config.ratio_at_step(step)
-        norms = {}
+        fraction = config.schedule_fraction(step)
+        channel_norms, head_norms = {}, {}
         if config.criterion == "wanda":
-            norms = {name: InputNorms(width(mlp)) for name, mlp in mlps.items()}
-            calibration({_reader(mlps[name]): _feeding(s) for name, s in norms.items()})
+            channel_norms = {name: InputNorms(width(mlp)) for name, mlp in mlps.items()}
+            head_norms = {name: InputNorms(attn.o_proj.in_features) for name, attn in attentions.items()}
+            observers = {_reader(mlps[name]): _feeding(s) for name, s in channel_norms.items()}
+            observers |= {attentions[name].o_proj: _feeding(s) for name, s in head_norms.items()}
+            calibration(observers)
         with torch.no_grad():
             for name, mlp in mlps.items():
-                keep = kept_width(original[name], ratio)
+                keep = kept_width(channels[name], config.pruning_ratio * fraction)
                 if keep < width(mlp):
-                    scores = channel_scores(mlp, norms[name].sq_norms if norms else None)
+                    scores = channel_scores(mlp, channel_norms[name].sq_norms if channel_norms else None)
                     keep_channels(mlp, scores.topk(keep).indices.sort().values)
-        reached.append(round(ratio, 6))
-    return {
-        "structured": True,
-        "criterion": config.criterion,
-        "schedule": config.pruning_schedule,
+            for name, attn in attentions.items():
+                keep = kept_width(groups[name], config.head_ratio * fraction, "head_ratio", "key/value heads")
+                if keep < kv_groups(attn):
+                    scores = group_scores(attn, head_norms[name].sq_norms if head_norms else None)
+                    keep_groups(attn, scores.topk(keep).indices.sort().values)
+        reached.append(round(config.pruning_ratio * fraction, 6))
+    plan |= {
         "ratios": reached,
-        "protected": protected,
-        "widths": {name: [original[name], width(mlp)] for name, mlp in mlps.items()},
+        "protected": protected + protected_attentions,
+        "widths": {name: [channels[name], width(mlp)] for name, mlp in mlps.items()},
     }
+    if config.head_ratio:
+        plan["heads"] = {name: [groups[name], kv_groups(attn)] for name, attn in attentions.items()}
+    return plan
+
+
+def _remove_layers(model: Qwen3VLForConditionalGeneration, count: int, calibration: RunCalibration) -> dict:
+    """Remove the `count` decoder layers of least block influence; their record for the plan."""
+    text = model.model.language_model
+    influence = BlockInfluence(len(text.layers))
+    with torch.no_grad():
+        calibration(influence.observers(text))
+    scores = influence.scores()
+    removed = layers_to_remove(scores, count, deepstack_fed_layers(model))
+    remove_layers(text, removed)
+    return {"removed_layers": removed, "block_influence": [round(float(v), 6) for v in scores]}
 
 
 def _reader(mlp: nn.Module) -> nn.Linear:

@@ -1,5 +1,6 @@
 """Structured pruning of MLP channels: whole intermediate neurons leave the decoder's and the vision
 encoder's MLPs, so their matrices really shrink (fewer bytes to read per token, fewer FLOPs per token).
+(Attention heads: `slimvl.prune.heads`; whole layers: `slimvl.prune.layer_removal`.)
 
 A channel j of an MLP is scored like Wanda-sp / FLAP: the norm of its column of the output projection
 times the L2 norm of its activation over the calibration tokens (the output projection's input j);
@@ -8,6 +9,8 @@ highest scored, in their original order.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -19,31 +22,33 @@ MLP_LINEARS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def prunable_mlps(model: nn.Module, protected: tuple[str, ...]) -> tuple[dict[str, nn.Module], list[str]]:
-    """The MLPs whose channels may be removed (decoder and vision blocks), and those `protected` names."""
-    mlps, kept = {}, []
+def prunable_modules(
+    model: nn.Module, class_names: Collection[str], protected: tuple[str, ...]
+) -> tuple[dict[str, nn.Module], list[str]]:
+    """The modules of `class_names` that may be shrunk, and the names of those a `protected` entry names."""
+    found, kept = {}, []
     for name, module in model.named_modules():
-        if type(module).__name__ in MLP_LINEARS:
+        if type(module).__name__ in class_names:
             if any(entry in name for entry in protected):
                 kept.append(name)
             else:
-                mlps[name] = module
-    return mlps, kept
+                found[name] = module
+    return found, kept
 
 
 def width(mlp: nn.Module) -> int:
     return getattr(mlp, MLP_LINEARS[type(mlp).__name__][1]).in_features
 
 
-def kept_width(original: int, ratio: float) -> int:
-    """Channels an MLP of `original` channels keeps at `ratio`: original - round(ratio * original).
+def kept_width(
+    original: int, ratio: float, field: str = "pruning_ratio", parts: str = "channels of an MLP"
+) -> int:
+    """Parts (channels, head groups) of `original` kept at `ratio`: original - round(ratio * original).
 
-    Raises ValueError naming `pruning_ratio` where none would be left."""
+    Raises ValueError naming PruningConfig's `field` where none would be left."""
     keep = original - round(ratio * original)
     if keep < 1:
-        raise ValueError(
-            f"PruningConfig.pruning_ratio: got {ratio}, which removes all {original} channels of an MLP"
-        )
+        raise ValueError(f"PruningConfig.{field}: got {ratio}, which removes all {original} {parts}")
     return keep
 
 
@@ -62,14 +67,14 @@ def keep_channels(mlp: nn.Module, kept: torch.Tensor) -> None:
     producers, reader = MLP_LINEARS[type(mlp).__name__]
     for name in producers:
         old = getattr(mlp, name)
-        new = _linear_like(old, old.in_features, len(kept))
+        new = linear_like(old, old.in_features, len(kept))
         with torch.no_grad():
             new.weight.copy_(old.weight[kept])
             if old.bias is not None:
                 new.bias.copy_(old.bias[kept])
         setattr(mlp, name, new)
     old = getattr(mlp, reader)
-    new = _linear_like(old, len(kept), old.out_features)
+    new = linear_like(old, len(kept), old.out_features)
     with torch.no_grad():
         new.weight.copy_(old.weight[:, kept])
         if old.bias is not None:
@@ -77,17 +82,17 @@ def keep_channels(mlp: nn.Module, kept: torch.Tensor) -> None:
     setattr(mlp, reader, new)
 
 
-def resize_empty(mlp: nn.Module, channels: int) -> None:
+def resize_channels(mlp: nn.Module, channels: int) -> None:
     """Give `mlp` (built on the meta device) linears of `channels` channels, for stored weights to fill."""
     producers, reader = MLP_LINEARS[type(mlp).__name__]
     for name in producers:
         old = getattr(mlp, name)
-        setattr(mlp, name, _linear_like(old, old.in_features, channels))
+        setattr(mlp, name, linear_like(old, old.in_features, channels))
     old = getattr(mlp, reader)
-    setattr(mlp, reader, _linear_like(old, channels, old.out_features))
+    setattr(mlp, reader, linear_like(old, channels, old.out_features))
 
 
-def _linear_like(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+def linear_like(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
     return nn.Linear(
         in_features, out_features, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype
     )

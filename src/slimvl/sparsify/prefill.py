@@ -96,7 +96,7 @@ def prefill_keeping_attended(
             f"SparsificationConfig.score_layer: got {split}, allowed: an int < {n_layers} (decoder layers)"
         )
     if cache is None:
-        cache = StaticKVCache.allocate(text.config, seq.length, seq.inputs_embeds.dtype).prefill_cache()
+        cache = StaticKVCache.allocate(text, seq.length, seq.inputs_embeds.dtype).prefill_cache()
     hidden = run_layers(model, seq.inputs_embeds, seq, cache, range(0, split))
 
     with stage("sparsify"):

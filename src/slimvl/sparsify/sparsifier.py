@@ -115,7 +115,7 @@ def make_sparsifier(
     """
     if not config.ranks_by_scorer:
         return TokenSparsifier(config, special_ids)
-    n_layers = model.config.text_config.num_hidden_layers
+    n_layers = len(model.model.language_model.layers)
     if config.score_layer >= n_layers:
         raise ValueError(
             f"SparsificationConfig.score_layer: got {config.score_layer}, "
