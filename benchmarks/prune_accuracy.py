@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/prune_accuracy.py --n 1000 --out benchmarks/results/prune_tiny.json
 
 Rows: each criterion x schedule at `--ratio`, before and after recovery (`--fine-tune-steps`); at
-`--high-ratio` each criterion, iterative, before and after recovery; structured (MLP channels, Wanda scores, iterative) at each
-of `--structured-ratios`, before and after recovery. Writes the JSON (atomically); prints a line per row.
+`--high-ratio` each criterion, iterative, before and after recovery; structured (Wanda scores, iterative) at each
+of `--structured` (MLP channel ratio, head ratio, layers removed), before and after recovery. Writes the JSON (atomically); prints a line per row.
 """
 
 from __future__ import annotations
@@ -17,7 +17,18 @@ import time
 from pathlib import Path
 
 
-def rows(ratio: float, high: float, steps: int, structured: list[float]) -> list[dict]:
+def structured_setting(spec: str) -> dict:
+    """ "MLP[:HEADS[:LAYERS]]" -> the structured fields: MLP channel ratio, head ratio, layers removed."""
+    parts = spec.split(":")
+    fields = {"pruning_ratio": float(parts[0])}
+    if len(parts) > 1:
+        fields["head_ratio"] = float(parts[1])
+    if len(parts) > 2:
+        fields["layers_removed"] = int(parts[2])
+    return fields
+
+
+def rows(ratio: float, high: float, steps: int, structured: list[dict]) -> list[dict]:
     out = []
     for criterion in ("magnitude", "wanda", "sparsegpt"):
         for schedule in ("one_shot", "iterative"):
@@ -40,11 +51,11 @@ def rows(ratio: float, high: float, steps: int, structured: list[float]) -> list
                     "fine_tune_steps": fine_tune,
                 }
             )
-    for structured_ratio in structured:
+    for setting in structured:
         for fine_tune in (0, steps):
             out.append(
                 {
-                    "pruning_ratio": structured_ratio,
+                    **setting,
                     "criterion": "wanda",
                     "pruning_schedule": "iterative",
                     "structured": True,
@@ -60,7 +71,12 @@ def main() -> int:
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--high-ratio", type=float, default=0.5)
     parser.add_argument("--fine-tune-steps", type=int, default=200)
-    parser.add_argument("--structured-ratios", default="0.3,0.5,0.6")
+    parser.add_argument(
+        "--structured",
+        default="0.3,0.5,0.6",
+        help="structured settings, comma-separated, each MLP[:HEADS[:LAYERS]]: MLP channel ratio, "
+        "decoder head ratio, decoder layers removed",
+    )
     parser.add_argument("--only-structured", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
@@ -77,7 +93,7 @@ def main() -> int:
     questions = list(examples("test", args.n))
     base = evaluate(slimvl.load("builtin:tiny"), keep_logprobs=True, questions=questions)
     record = {"model": "builtin:tiny", "n": args.n, "baseline_accuracy": base.accuracy, "rows": []}
-    structured = [float(r) for r in args.structured_ratios.split(",") if r]
+    structured = [structured_setting(spec) for spec in args.structured.split(",") if spec]
     chosen = rows(args.ratio, args.high_ratio, args.fine_tune_steps, structured)
     if args.only_structured:
         chosen = [fields for fields in chosen if fields.get("structured")]
@@ -98,7 +114,8 @@ def main() -> int:
         delta = row["paired_difference"]
         print(
             f"{'structured ' if fields.get('structured') else ''}{fields['criterion']:9s} {fields['pruning_schedule']:9s} "
-            f"r={fields['pruning_ratio']} ft={fields['fine_tune_steps']:3d}: "
+            f"r={fields['pruning_ratio']} heads={fields.get('head_ratio', 0)} layers={fields.get('layers_removed', 0)} "
+            f"ft={fields['fine_tune_steps']:3d}: "
             f"{result.accuracy:.3f} ({100 * delta['delta']:+.1f} points, {100 * delta['ci95'][0]:+.1f}..{100 * delta['ci95'][1]:+.1f}) "
             f"{prune_s:.0f}s",
             flush=True,

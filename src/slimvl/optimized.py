@@ -1,9 +1,12 @@
 """The optimized-model directory: what `slimvl optimize` writes and `slimvl.load` reads back.
 
     DIR/config.json, tokenizer and processor files   the original checkpoint's, unchanged
-    DIR/model.safetensors                            the optimized weights (e.g. int8 + scales)
+    DIR/model.safetensors                            the optimized weights (e.g. int8 + scales); those
+                                                     with many zeros (pruned) in the sparse-bitmask
+                                                     layout (`slimvl.sparse_storage`)
     DIR/slimvl.json                                  format version, recipe, per-optimization plans,
-                                                     size and SHA-256 of the weights file
+                                                     size and SHA-256 of the weights file, the names
+                                                     of the tensors stored compressed
 
 Writing goes to a temporary directory renamed into place when complete. Reading checks the manifest and
 the weights' size and hash before anything is built, so a truncated or tampered directory fails with a
@@ -26,6 +29,7 @@ from safetensors.torch import save_file
 from slimvl.atomic import write_directory_atomic
 from slimvl.config import Recipe
 from slimvl.errors import ModelLoadError
+from slimvl.sparse_storage import compress_state, decompress_state
 
 FORMAT_VERSION = 1
 MANIFEST = "slimvl.json"
@@ -59,13 +63,20 @@ def write_optimized(
         for stale in tmp.glob("*.safetensors*"):
             stale.unlink()
         weights = tmp / WEIGHTS
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(weights), metadata={"format": "pt"})
+        stored, compressed = compress_state(state_dict)
+        save_file({k: v.contiguous() for k, v in stored.items()}, str(weights), metadata={"format": "pt"})
+        del stored
         manifest = {
             "format_version": FORMAT_VERSION,
             "source": source,
             "recipe": recipe.to_dict(),
             "plans": plans,
-            "weights": {"file": WEIGHTS, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)},
+            "weights": {
+                "file": WEIGHTS,
+                "bytes": weights.stat().st_size,
+                "sha256": file_sha256(weights),
+                "sparse_bitmask": compressed,
+            },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -121,6 +132,8 @@ def _header(file: Path) -> tuple[dict, int]:
 def map_tensor(path: Path, manifest: dict, name: str) -> tuple[torch.Tensor, str, int]:
     """Tensor ``name`` of the weights file mapped copy-on-write, not read (pages load when touched),
     with the file and the offset its bytes start at."""
+    if name in manifest["weights"].get("sparse_bitmask", []):
+        raise ModelLoadError(f"'{path}': {name} is stored compressed and cannot be mapped from the file")
     file = path / manifest["weights"]["file"]
     header, base = _header(file)
     info = header[name]
@@ -130,7 +143,8 @@ def map_tensor(path: Path, manifest: dict, name: str) -> tuple[torch.Tensor, str
 
 
 def load_weights(path: Path, manifest: dict, skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
-    """Read every tensor of the safetensors file (but those in ``skip``) into memory the process owns.
+    """Read every tensor of the safetensors file (but those in ``skip``) into memory the process owns,
+    those stored compressed made dense.
 
     `safetensors.torch.load_file` maps the file: every page a kernel touches while packing then stays
     in the process's RSS for as long as any tensor of the file lives, which doubled the resident size of
@@ -150,6 +164,6 @@ def load_weights(path: Path, manifest: dict, skip: frozenset[str] = frozenset())
                 if f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != end - start:
                     raise ModelLoadError(f"'{path}': {file.name} ends inside tensor {name}")
                 state[name] = tensor
-            return state
+            return decompress_state(state, manifest["weights"].get("sparse_bitmask", []))
     except (OSError, KeyError, ValueError, struct.error) as exc:
         raise ModelLoadError(f"cannot read the weights of '{path}': {exc}") from exc

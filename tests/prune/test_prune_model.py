@@ -4,6 +4,7 @@ recipe section and its optimized directory."""
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def test_optimized_directory_reloads_the_same_weights_and_tokens(
     assert reloaded.plans["pruning"] == applied.plans["pruning"]
     for name, tensor in applied.loaded.model.state_dict().items():
         assert torch.equal(tensor, reloaded.loaded.model.state_dict()[name]), name
+    # on disk exactly the pruned linears are stored in the sparse-bitmask layout
+    stored = json.loads((out / "slimvl.json").read_text())["weights"]["sparse_bitmask"]
+    assert sorted(stored) == sorted(f"{name}.weight" for name in applied.plans["pruning"]["layers"])
     a = applied.generate([square_image], QUESTION, max_new_tokens=6, ignore_eos=True)
     b = reloaded.generate([square_image], QUESTION, max_new_tokens=6, ignore_eos=True)
     assert a.token_ids == b.token_ids
