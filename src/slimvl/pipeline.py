@@ -8,15 +8,18 @@ a few requests at 2B.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
+from slimvl.errors import InputError
 from slimvl.memory import release_free_memory
 from slimvl.models.decode import LeanDecoder, StaticKVCache
 from slimvl.models.hooks import RequestHooks
 from slimvl.models.loader import LoadedModel
+from slimvl.models.preprocess import prompt_text
 from slimvl.models.steps import build_sequence
 from slimvl.models.weights import decode_bytes_per_token, weight_bytes
 from slimvl.monitor import EnergyMeter, RequestMetrics, RequestMonitor
@@ -48,12 +51,23 @@ class Pipeline:
 
     @torch.inference_mode()
     def __call__(
-        self, images: list[Image.Image], prompt: str, max_new_tokens: int = 64, ignore_eos: bool = False
+        self,
+        images: list[Image.Image],
+        prompt: str | list[dict],
+        max_new_tokens: int = 64,
+        ignore_eos: bool = False,
+        on_token: Callable[[int], bool] | None = None,
+        max_prompt_tokens: int | None = None,
     ) -> Answer:
+        """Answer `prompt` (a question, or a chat conversation: `Preprocessor`) about `images`, greedily.
+
+        `on_token` sees each new token as it is chosen; when it returns False generation stops there
+        (a client gone, a stop sequence found). A prompt of more than `max_prompt_tokens` tokens (images
+        included) is refused with an `InputError` before any model work."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: got {max_new_tokens}, allowed: an integer >= 1")
         hooks = self.hooks
-        mode = hooks.begin_request(images, prompt, max_new_tokens)
+        mode = hooks.begin_request(images, prompt_text(prompt), max_new_tokens)
         threads = mode.threads or self.threads
         if threads is not None:
             torch.set_num_threads(threads)
@@ -68,6 +82,11 @@ class Pipeline:
         with monitor:
             with stage("preprocess"):
                 inputs = self.preprocessor(images, prompt, max_pixels=mode.max_pixels)
+                length = inputs.input_ids.shape[1]
+                if max_prompt_tokens is not None and length > max_prompt_tokens:
+                    raise InputError(
+                        f"the prompt has {length} tokens (images included); max_prompt_tokens is {max_prompt_tokens}"
+                    )
             with stage("vision"):
                 visual = hooks.encode_images(self.model, inputs, stage)
                 seq = build_sequence(self.model, inputs, visual)
@@ -87,13 +106,19 @@ class Pipeline:
                 token = first_logits.argmax()
                 tokens.append(int(token))
                 release_free_memory()
+            going = on_token is None or on_token(tokens[-1])
             with stage("decode"):
                 position = seq.next_position
-                while len(tokens) < max_new_tokens and (ignore_eos or tokens[-1] not in self.eos_token_ids):
+                while (
+                    going
+                    and len(tokens) < max_new_tokens
+                    and (ignore_eos or tokens[-1] not in self.eos_token_ids)
+                ):
                     logits = hooks.decode_step(self.decoder, token, position, kv_cache)
                     token = logits[0].argmax()
                     tokens.append(int(token))
                     position += 1
+                    going = on_token is None or on_token(tokens[-1])
             del kv_cache
             release_free_memory()
         answer_ids = tokens if ignore_eos else [t for t in tokens if t not in self.eos_token_ids]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from slimvl.eval import evaluate, next_token_agreement, paired_difference
 from slimvl.models.preprocess import load_image
 from slimvl.models.weights import decode_bytes_per_token, weight_table
 from slimvl.monitor import RequestMetrics
+from slimvl.serve.limits import ServerLimits
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -52,6 +54,39 @@ def _run_record(model: str, recipe: Recipe, text: str, metrics: RequestMetrics) 
         "peak_rss_mb": metrics.peak_rss_bytes / 1e6,
         "metrics": metrics.to_dict(),
     }
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the model once and serve it until interrupted."""
+    import uvicorn
+
+    from slimvl.serve.app import create_app
+
+    limits = ServerLimits(
+        max_queue=args.max_queue,
+        max_images=args.max_images,
+        max_image_pixels=args.max_image_pixels,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_new_tokens=args.max_tokens,
+    )
+    if args.allowed_media_dir is not None and not args.allowed_media_dir.is_dir():
+        raise InputError(f"--allowed-media-dir: {args.allowed_media_dir} is not a directory")
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port: got {args.port}, allowed: 1..65535")
+    slim = load(args.model, resolve_recipe(args.recipe), dtype=args.dtype, threads=args.threads)
+    app = create_app(
+        slim,
+        args.served_model_name or args.model,
+        limits,
+        api_key=args.api_key or os.environ.get("SLIMVL_API_KEY") or None,
+        allowed_media_dir=args.allowed_media_dir,
+    )
+    print(
+        f"slimvl: serving {args.model} (recipe {slim.recipe.name}) at http://{args.host}:{args.port}/v1",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from slimvl.cli import commands as handlers
 from slimvl.config import PRESET_NAMES
 from slimvl.demo import N_ACCURACY
 from slimvl.models.loader import builtin_names
+from slimvl.serve.limits import ServerLimits
 
 
 def _positive_int(text: str) -> int:
@@ -152,6 +153,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--accuracy-n", type=_positive_int, default=1000, metavar="N", help="ablation accuracy questions"
     )
     bench.set_defaults(handler=handlers.cmd_bench)
+
+    serve = commands.add_parser(
+        "serve", parents=[debug_after], help="serve the model over the OpenAI chat completions API"
+    )
+    serve.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
+    serve.add_argument(
+        "--recipe", metavar="FILE|NAME", help=f"recipe file or preset ({', '.join(PRESET_NAMES)})"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require Authorization: Bearer KEY (default: $SLIMVL_API_KEY, else none)",
+    )
+    serve.add_argument(
+        "--served-model-name", metavar="NAME", help="the model id clients send (default: MODEL)"
+    )
+    serve.add_argument(
+        "--allowed-media-dir",
+        type=Path,
+        metavar="DIR",
+        help="image_url may name files under DIR (default: none)",
+    )
+    serve.add_argument("--threads", type=_positive_int, metavar="T", help="torch intra-op threads")
+    serve.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    for flag, default, meaning in (
+        ("--max-queue", ServerLimits.max_queue, "requests waiting behind the running one (more get 503)"),
+        ("--max-images", ServerLimits.max_images, "images per request"),
+        ("--max-image-pixels", ServerLimits.max_image_pixels, "pixels of each image as sent"),
+        ("--max-prompt-tokens", ServerLimits.max_prompt_tokens, "prompt tokens, image tokens included"),
+        ("--max-tokens", ServerLimits.max_new_tokens, "largest (and default) max_tokens of a request"),
+    ):
+        serve.add_argument(
+            flag, type=int, default=default, metavar="N", help=f"{meaning} (default {default})"
+        )
+    serve.set_defaults(handler=handlers.cmd_serve)
 
     demo = commands.add_parser("demo", parents=[debug_after], help="answer a few synthetic questions")
     demo.add_argument("--out", type=Path, help="where the demo images go (default: out/demo)")

@@ -78,14 +78,21 @@ class Preprocessor:
         return [{"role": "user", "content": content}]
 
     def __call__(
-        self, images: list[Image.Image], question: str, max_pixels: int | None = None
+        self, images: list[Image.Image], question: str | list[dict], max_pixels: int | None = None
     ) -> ModelInputs:
-        """``max_pixels``: a tighter cap on each image's resized area than the image processor's own."""
-        if not question or not question.strip():
-            raise InputError("the prompt is empty")
-        text = self.tokenizer.apply_chat_template(
-            self.messages(len(images), question), tokenize=False, add_generation_prompt=True
-        )
+        """``question``: one user turn after the images, or a whole conversation (`Conversation`, its
+        image parts taking ``images`` in order). ``max_pixels``: a tighter cap on each image's resized
+        area than the image processor's own."""
+        if isinstance(question, str):
+            if not question.strip():
+                raise InputError("the prompt is empty")
+            messages = self.messages(len(images), question)
+        else:
+            messages = question
+            slots = sum(part.get("type") == "image" for m in messages for part in _parts(m))
+            if slots != len(images):
+                raise InputError(f"the conversation holds {slots} image parts for {len(images)} images")
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         pixel_values = grid_thw = None
         if images:
             size = dict(self.image_processor.size)
@@ -117,6 +124,18 @@ class Preprocessor:
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def prompt_text(question: str | list[dict]) -> str:
+    """The text of a question, or of every text part of a conversation."""
+    if isinstance(question, str):
+        return question
+    return "\n".join(part["text"] for m in question for part in _parts(m) if part.get("type") == "text")
+
+
+def _parts(message: dict) -> list[dict]:
+    content = message.get("content")
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
 
 
 def _read_chat_template(path: Path) -> str | None:

@@ -1,0 +1,1 @@
+"""An OpenAI-compatible chat server over one loaded model (`slimvl serve`)."""
