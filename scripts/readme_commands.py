@@ -29,7 +29,7 @@ SHELL_LANGS = {"", "sh", "bash", "shell", "console"}
 _FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*\n(?P<body>.*?)^```\s*$", re.S | re.M)
 # options whose value is a file or directory the command writes
 OUTPUT_OPTIONS = {"-o", "--output", "--json-out", "--md-out", "--plot", "--out"}
-MODEL_COMMANDS = {"optimize", "run", "eval", "bench", "info"}  # their first positional is the MODEL
+MODEL_COMMANDS = {"optimize", "run", "eval", "bench", "info", "serve"}  # their first positional is the MODEL
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
@@ -140,6 +140,40 @@ class Substitutions:
         return re.sub(r"\"([^\"]+)\"", replace, source)
 
 
+def serve_check(command: list[str]) -> subprocess.CompletedProcess:
+    """Start a `slimvl serve` command, ask it one chat question once it is up, and stop it: exit 0 if
+    the answer came."""
+    import json
+    import urllib.request
+
+    port = command[command.index("--port") + 1] if "--port" in command else "8000"
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(command, cwd=ROOT)
+    code = 1
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        body = json.dumps({"messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 4}).encode()
+        request = urllib.request.Request(
+            f"{base}/v1/chat/completions", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=900) as response:
+            answer = json.loads(response.read())
+        print(f"served answer: {answer['choices'][0]['message']['content']!r}")
+        code = 0
+    except OSError as exc:
+        print(f"serve check failed: {exc}")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return subprocess.CompletedProcess(command, code)
+
+
 def run(quick: bool, with_make: bool) -> int:
     text = README.read_text()
     slimvl = os.environ.get("SLIMVL", str(ROOT / ".venv/bin/slimvl"))
@@ -171,7 +205,7 @@ def run(quick: bool, with_make: bool) -> int:
         for line, command in jobs:
             print(f"$ {shlex.join(command)}", flush=True)
             start = time.perf_counter()
-            done = subprocess.run(command, cwd=ROOT)
+            done = serve_check(command) if command[1:2] == ["serve"] else subprocess.run(command, cwd=ROOT)
             seconds = time.perf_counter() - start
             ran += 1
             status = "ok" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
