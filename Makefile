@@ -48,7 +48,8 @@ bench-scorers: $(STAMP)
 		--md-out benchmarks/results/bench_2b_sparsify_scorers.md --plot benchmarks/results/bench_2b_sparsify_scorers.png
 
 # Structured pruning (MLP channels) with int8 at three ratios against int8 alone, and int8 applied at load
-# time against its optimized directory, on builtin:2b-shape (about 30 minutes on 2 cores).
+# time against its optimized directory; then MLP channels with decoder head groups or whole decoder layers,
+# on builtin:2b-shape (about an hour on 2 cores).
 bench-prune: $(STAMP)
 	test -f out/2b-int8/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape --recipe int8 -o out/2b-int8
 	for r in 30 50 60; do test -f out/2b-int8-channels$$r/slimvl.json || $(BIN)/slimvl optimize builtin:2b-shape \
@@ -57,6 +58,12 @@ bench-prune: $(STAMP)
 		--recipe out/2b-int8-channels50 --recipe out/2b-int8-channels60 --runs 5 \
 		--json-out benchmarks/results/bench_2b_prune_channels.json \
 		--md-out benchmarks/results/bench_2b_prune_channels.md --plot benchmarks/results/bench_2b_prune_channels.png
+	for r in channels30-heads25 channels30-layers3; do test -f out/2b-int8-$$r/slimvl.json || $(BIN)/slimvl optimize \
+		builtin:2b-shape --recipe benchmarks/recipes/int8-$$r.yaml -o out/2b-int8-$$r || exit 1; done
+	$(BIN)/slimvl bench builtin:2b-shape --recipe out/2b-int8 --recipe out/2b-int8-channels30 \
+		--recipe out/2b-int8-channels30-heads25 --recipe out/2b-int8-channels30-layers3 --recipe out/2b-int8-channels50 \
+		--runs 5 --json-out benchmarks/results/bench_2b_prune_heads_layers.json \
+		--md-out benchmarks/results/bench_2b_prune_heads_layers.md --plot benchmarks/results/bench_2b_prune_heads_layers.png
 
 # Adaptive precision on builtin:2b-shape: the int4 kernel against fbgemm int8 on the decoder's decode and
 # prefill shapes, then a mixed int4/int8 plan (benchmarks/recipes/mixed-int4.yaml) against int8 in one

@@ -79,6 +79,10 @@ def load(
         resolved = resolve_recipe(recipe)
         check_built(resolved)
         loaded = load_model(str(model_ref), dtype=dtype)
+        if loaded.stored_int8 is not None and resolved.int8 is None:
+            # an int8 checkpoint (compressed-tensors) runs as int8 unless the recipe says how
+            name = "int8" if resolved.is_empty else resolved.name
+            resolved = Recipe(name, **dict(resolved.configs()), int8=loaded.stored_int8)
         hooks, plans = apply_recipe(loaded, resolved, calibration or Calibration())
         if plans:
             loaded = reassembled(loaded, plans)

@@ -56,6 +56,14 @@ def _run_record(model: str, recipe: Recipe, text: str, metrics: RequestMetrics) 
     }
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from slimvl.export.compressed_tensors import export_compressed_tensors
+
+    out = export_compressed_tensors(args.model, args.output)
+    print(f"wrote {out} (compressed-tensors, int8)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load the model once and serve it until interrupted."""
     import uvicorn

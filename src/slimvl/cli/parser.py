@@ -154,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(handler=handlers.cmd_bench)
 
+    export = commands.add_parser(
+        "export", parents=[debug_after], help="write an optimized directory in another engine's format"
+    )
+    export.add_argument("model", help="an optimized directory (int8)")
+    export.add_argument("--format", choices=("compressed-tensors",), required=True)
+    export.add_argument(
+        "-o", "--output", required=True, type=Path, help="output directory (written atomically)"
+    )
+    export.set_defaults(handler=handlers.cmd_export)
+
     serve = commands.add_parser(
         "serve", parents=[debug_after], help="serve the model over the OpenAI chat completions API"
     )

@@ -15,9 +15,11 @@ import torch
 from safetensors import SafetensorError
 from transformers import Qwen3VLForConditionalGeneration
 
+from slimvl.config import INT8QuantizationConfig
 from slimvl.errors import ModelLoadError
 from slimvl.models.builder import SHAPE_NAMES, random_model, shape_config
 from slimvl.models.checkpoint import qwen3vl_image_processor
+from slimvl.models.compressed_tensors import is_compressed_tensors, load_compressed_tensors
 from slimvl.models.preprocess import Preprocessor
 from slimvl.models.tokenizer import build_tokenizer, special_token_ids
 
@@ -32,6 +34,8 @@ class LoadedModel:
     preprocessor: Preprocessor
     source: str  # the reference it was loaded from
     path: Path | None  # the directory holding its files, if any
+    # a compressed-tensors checkpoint's int8 scheme, as the int8 config that quantizes it again
+    stored_int8: INT8QuantizationConfig | None = None
 
 
 def builtin_names() -> list[str]:
@@ -68,7 +72,8 @@ def _load_builtin(ref: str, dtype: torch.dtype) -> LoadedModel:
 
 
 def read_checkpoint_config(path: Path, require_weights: bool = True) -> dict:
-    """Check that `path` is a dense Qwen3-VL checkpoint and return its config.json."""
+    """Check that `path` is a Qwen3-VL checkpoint (dense, or int8 in compressed-tensors) and return its
+    config.json."""
     if not path.exists():
         raise ModelLoadError(
             f"model not found: '{path}' is neither a directory nor a builtin ({', '.join(builtin_names())})"
@@ -95,11 +100,15 @@ def read_checkpoint_config(path: Path, require_weights: bool = True) -> dict:
 
 
 def load_checkpoint_dir(path: Path, dtype: torch.dtype, source: str) -> LoadedModel:
-    read_checkpoint_config(path)
+    raw = read_checkpoint_config(path)
+    stored_int8 = None
     try:
-        model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        if is_compressed_tensors(raw):
+            model, stored_int8 = load_compressed_tensors(path, raw, dtype)
+        else:
+            model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
         preprocessor = Preprocessor.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"cannot load checkpoint '{path}': {str(exc).splitlines()[0]}") from exc
     model.eval()
-    return LoadedModel(model, preprocessor, source, path)
+    return LoadedModel(model, preprocessor, source, path, stored_int8)
