@@ -10,7 +10,7 @@ sequential one, or a 503 (counted, retried after its Retry-After). The server's 
 sequential pass (warm) and at the end.
 
 `ttft`: a server on MODEL; `--runs` streamed requests (one 448 x 448 scene and its question) timed from
-sending to the first content piece, alternating with `slimvl run MODEL --json` on the same image and
+sending to the first event of the stream (sent when the first token is chosen), alternating with `slimvl run MODEL --json` on the same image and
 question (its own time to first token), so both see the same phases of this VM's memory bandwidth.
 """
 
@@ -163,7 +163,7 @@ def ttft_test(args: argparse.Namespace) -> dict:
         scene.image.save(image_path)
         port = free_port()
         server = start_server(args.model, port, args.threads)
-        served, run, server_side = [], [], []
+        served, run, server_side, served_stages, run_stages = [], [], [], [], []
         try:
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             for round_ in range(args.runs + 1):  # the first round of each is a warm-up
@@ -171,10 +171,12 @@ def ttft_test(args: argparse.Namespace) -> dict:
                 first = None
                 with httpx.stream("POST", url, json=body, timeout=600) as response:
                     for line in response.iter_lines():
-                        if first is None and '"content": "' in line and '"content": ""' not in line:
+                        if first is None and line.startswith("data: "):  # sent at the first token
                             first = time.perf_counter() - started
                         if line.startswith("data: ") and '"usage"' in line:
-                            server_side.append(json.loads(line[6:])["usage"]["slimvl"]["ttft_ms"])
+                            timings = json.loads(line[6:])["usage"]["slimvl"]
+                            server_side.append(timings["ttft_ms"])
+                            served_stages.append(timings["stages_ms"])
                 body["stream_options"] = {"include_usage": True}
                 out = subprocess.run(
                     [
@@ -195,7 +197,9 @@ def ttft_test(args: argparse.Namespace) -> dict:
                     text=True,
                     check=True,
                 )
-                run_ttft = json.loads(out.stdout)["metrics"]["ttft_ms"]
+                run_record = json.loads(out.stdout)
+                run_ttft = run_record["metrics"]["ttft_ms"]
+                run_stages.append(run_record["stages_ms"])
                 if round_ > 0:
                     served.append(first * 1e3)
                     run.append(run_ttft)
@@ -208,11 +212,15 @@ def ttft_test(args: argparse.Namespace) -> dict:
         "model": args.model,
         "runs": args.runs,
         "threads": args.threads,
-        "served_first_piece_ms": _summary(served),
+        "served_first_event_ms": _summary(served),
         "run_ttft_ms": _summary(run),
         "server_reported_ttft_ms": _summary(server_side[-args.runs :]) if server_side else None,
         "ratio_served_over_run": _summary(ratios, 4),
-        "method": "client-side time from sending the streamed request to its first content piece (HTTP, "
+        "served_stages_ms": {
+            k: _summary([s[k] for s in served_stages[-args.runs :]]) for k in served_stages[-1]
+        },
+        "run_stages_ms": {k: _summary([s[k] for s in run_stages[1:]]) for k in run_stages[-1]},
+        "method": "client-side time from sending the streamed request to its first event, sent at the first token (HTTP, "
         "base64 image decode, queueing and the first token), against `slimvl run --json`'s ttft_ms, "
         "alternating, after one warm-up round of each",
     }

@@ -69,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from slimvl.serve.app import create_app
+    from slimvl.serve.engine import model_thread
 
     limits = ServerLimits(
         max_queue=args.max_queue,
@@ -81,13 +82,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--allowed-media-dir: {args.allowed_media_dir} is not a directory")
     if not 0 < args.port < 65536:
         raise InputError(f"--port: got {args.port}, allowed: 1..65535")
-    slim = load(args.model, resolve_recipe(args.recipe), dtype=args.dtype, threads=args.threads)
+    executor = model_thread()
+    recipe = resolve_recipe(args.recipe)
+    slim = executor.submit(load, args.model, recipe, dtype=args.dtype, threads=args.threads).result()
     app = create_app(
         slim,
         args.served_model_name or args.model,
         limits,
         api_key=args.api_key or os.environ.get("SLIMVL_API_KEY") or None,
         allowed_media_dir=args.allowed_media_dir,
+        executor=executor,
     )
     print(
         f"slimvl: serving {args.model} (recipe {slim.recipe.name}) at http://{args.host}:{args.port}/v1",

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -36,9 +37,12 @@ def create_app(
     limits: ServerLimits | None = None,
     api_key: str | None = None,
     allowed_media_dir: Path | None = None,
+    executor: ThreadPoolExecutor | None = None,
 ) -> FastAPI:
+    """The app serving `slim` as `served_model`; `executor`: the thread `slim` was loaded in
+    (`engine.model_thread`), where its requests then run."""
     limits = limits or ServerLimits()
-    engine = Engine(slim, limits)
+    engine = Engine(slim, limits, executor)
     media = MediaReader(limits.max_image_pixels, allowed_media_dir)
     created = int(time.time())
 
@@ -147,8 +151,8 @@ async def _json_body(request: Request, max_bytes: int) -> object:
 async def _stream(
     request: Request, engine: Engine, chat: ChatRequest, completion_id: str, model: str
 ) -> StreamingResponse:
-    """Start generating and answer with the event stream once the first token is out (an error before
-    it is an ordinary error response)."""
+    """Start generating and answer with the event stream once the first token is out: its first event
+    (the assistant role) goes at that moment; an error before it is an ordinary error response."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()
@@ -183,7 +187,8 @@ async def _stream(
             yield chunk({"role": "assistant", "content": ""})
             piece = first
             while piece is not _DONE:
-                yield chunk({"content": piece})
+                if piece:
+                    yield chunk({"content": piece})
                 piece = await _next_piece(pieces, request, cancelled)
             error = future.exception()
             if error is not None:

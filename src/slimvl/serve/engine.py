@@ -34,10 +34,19 @@ class Completion:
     metrics: RequestMetrics
 
 
+def model_thread() -> ThreadPoolExecutor:
+    """The one thread a served model runs in. Load the model in it too (`executor.submit(load, ...)`):
+    a model run from another thread than the one that loaded it decoded ~25% slower here (its
+    kernels' packed weights were first touched by the loading thread's OpenMP team)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="slimvl-model")
+
+
 class Engine:
-    def __init__(self, slim: SlimModel, limits: ServerLimits) -> None:
+    def __init__(
+        self, slim: SlimModel, limits: ServerLimits, executor: ThreadPoolExecutor | None = None
+    ) -> None:
         self.slim, self.limits = slim, limits
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slimvl-model")
+        self.executor = executor or model_thread()
         self.admitted = 0
 
     def admit(self) -> None:
@@ -55,7 +64,7 @@ class Engine:
         self, request: ChatRequest, cancelled: threading.Event, on_text: Callable[[str], None] | None = None
     ) -> Future:
         """Queue `request` (already admitted) on the model's thread; `on_text` gets each piece of the
-        answer as it becomes final (from that thread)."""
+        answer as it becomes final, and "" at the first token if it has no text yet (from that thread)."""
         loop = asyncio.get_running_loop()
         future = self.executor.submit(self._generate, request, cancelled, on_text)
         future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._release))
@@ -71,9 +80,10 @@ class Engine:
         answer_text = AnswerText(pipeline.preprocessor.decode, pipeline.eos_token_ids, request.stops)
 
         def on_token(token: int) -> bool:
+            first = not answer_text.tokens and answer_text.sent == 0
             going = answer_text.add(token)
             piece = answer_text.delta()
-            if piece and on_text is not None:
+            if on_text is not None and (piece or first):  # the first token is news even without text
                 on_text(piece)
             return going and not cancelled.is_set()
 
