@@ -142,15 +142,16 @@ def test_a_full_queue_answers_503_with_retry_after(random_server, image, user_tu
 
 
 def test_a_client_that_goes_stops_its_generation(random_server, image, user_turn) -> None:
-    """A stream closed after its first piece: the generation ends within a few tokens (max_tokens 1000
-    would take far longer), the queue empties, and the server answers the next request."""
+    """A stream closed after its first piece: the generation ends within a few tokens (all of max_tokens
+    1000 would take 5 s), the queue empties, and the server answers the next request."""
     engine = random_server.app.state.engine
     pipeline = random_server.slim.pipeline
     steps = []
     original = pipeline.hooks.decode_step
 
-    def counting(*args):
+    def counting(*args):  # 5 ms a step: the whole answer would take 5 s, long after the client went
         steps.append(1)
+        time.sleep(0.005)
         return original(*args)
 
     pipeline.hooks.decode_step = counting

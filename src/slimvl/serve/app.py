@@ -206,13 +206,15 @@ async def _stream(
 
 
 async def _next_piece(pieces: asyncio.Queue, request: Request, cancelled: threading.Event) -> object:
-    """The next piece of the answer (or _DONE); a client gone meanwhile cancels the generation."""
+    """The next piece of the answer (or _DONE); a client gone meanwhile cancels the generation. The
+    client is checked before each piece (pieces can come faster than any poll) and while waiting."""
     while True:
+        if not cancelled.is_set() and await request.is_disconnected():
+            cancelled.set()
         try:
             return await asyncio.wait_for(pieces.get(), timeout=DISCONNECT_POLL_S)
         except TimeoutError:
-            if await request.is_disconnected():
-                cancelled.set()
+            continue
 
 
 def _usage(completion: Completion) -> dict:
