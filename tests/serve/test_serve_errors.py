@@ -123,10 +123,18 @@ def test_every_route_but_health_needs_the_key(tiny, start_serving, image, user_t
 def test_a_full_queue_answers_503_with_retry_after(random_server, image, user_turn) -> None:
     """max_queue 0 and one long request running: a second is refused, then served once the first ends."""
     engine = random_server.app.state.engine
+    hooks = random_server.slim.pipeline.hooks
+    original = hooks.decode_step
+
+    def slow(*args):  # 5 ms a step: the first request runs for a second
+        time.sleep(0.005)
+        return original(*args)
+
     long = {"messages": [user_turn(GOOD_QUESTION, image)], "max_tokens": 200}
     first = threading.Thread(target=_post, args=(random_server.url, long))
     limits = engine.limits
     engine.limits = ServerLimits(max_queue=0)
+    hooks.decode_step = slow
     try:
         first.start()
         deadline = time.monotonic() + 30
@@ -139,6 +147,7 @@ def test_a_full_queue_answers_503_with_retry_after(random_server, image, user_tu
         assert _post(random_server.url, {**long, "max_tokens": 2}).status_code == 200
     finally:
         engine.limits = limits
+        del hooks.decode_step
 
 
 def test_a_client_that_goes_stops_its_generation(random_server, image, user_turn) -> None:
