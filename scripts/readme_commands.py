@@ -29,7 +29,15 @@ SHELL_LANGS = {"", "sh", "bash", "shell", "console"}
 _FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*\n(?P<body>.*?)^```\s*$", re.S | re.M)
 # options whose value is a file or directory the command writes
 OUTPUT_OPTIONS = {"-o", "--output", "--json-out", "--md-out", "--plot", "--out"}
-MODEL_COMMANDS = {"optimize", "run", "eval", "bench", "info", "serve", "export"}  # their first positional is the MODEL
+MODEL_COMMANDS = {
+    "optimize",
+    "run",
+    "eval",
+    "bench",
+    "info",
+    "serve",
+    "export",
+}  # their first positional is the MODEL
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
