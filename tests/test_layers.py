@@ -11,12 +11,12 @@ PACKAGE = Path(slimvl.__file__).parent
 
 # Lowest first. A module may import from its own layer and those below it.
 LAYERS: list[set[str]] = [
-    {"errors", "atomic", "procfs", "memory", "hugepages", "config", "monitor", "data"},
+    {"errors", "atomic", "procfs", "memory", "hugepages", "config", "monitor", "data", "sparse_storage"},
     {"models"},
     {"quant", "sparsify", "prune", "precision"},  # the optimization packages
     {"pipeline", "calibration", "registry", "assemble", "optimized"},
     {"api"},
-    {"eval", "train", "bench", "experiments", "demo"},
+    {"eval", "train", "bench", "experiments", "demo", "serve", "export"},
     {"cli", "console", "__main__", "__init__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -19,6 +19,7 @@ from slimvl.models.preprocess import Preprocessor, load_image
 from slimvl.optimized import is_optimized_dir, load_weights, map_tensor, read_manifest, write_optimized
 from slimvl.pipeline import Answer, Pipeline
 from slimvl.quant import deduplicated_state_dict
+from slimvl.quant.compressed_tensors import is_compressed_tensors, load_compressed_tensors
 from slimvl.registry import NotBuiltError, apply_recipe, check_built, missing_optimizations, runtime_hooks
 
 # While loading, every block above 128 KiB is its own mapping, so plain weight copies freed during int8
@@ -78,7 +79,10 @@ def load(
             return _load_optimized(path, threads)
         resolved = resolve_recipe(recipe)
         check_built(resolved)
-        loaded = load_model(str(model_ref), dtype=dtype)
+        if is_compressed_tensors(str(model_ref)):
+            loaded = load_compressed_tensors(str(model_ref), dtype)
+        else:
+            loaded = load_model(str(model_ref), dtype=dtype)
         if loaded.stored_int8 is not None and resolved.int8 is None:
             # an int8 checkpoint (compressed-tensors) runs as int8 unless the recipe says how
             name = "int8" if resolved.is_empty else resolved.name

@@ -120,3 +120,17 @@ def test_what_cannot_be_exported_or_read_is_refused_in_one_line(
     finally:
         scheme["weights"]["num_bits"] = 8
         (exported / "config.json").write_text(json.dumps(config))
+
+
+def test_a_checkpoint_quantized_another_way_is_refused(small_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "gptq"
+    shutil.copytree(small_checkpoint, other)
+    config = json.loads((other / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ModelLoadError, match=r"quantized checkpoint \(gptq\).*compressed-tensors int8 format only"
+    ):
+        slimvl.load(str(other))

@@ -19,7 +19,6 @@ from slimvl.config import INT8QuantizationConfig
 from slimvl.errors import ModelLoadError
 from slimvl.models.builder import SHAPE_NAMES, random_model, shape_config
 from slimvl.models.checkpoint import qwen3vl_image_processor
-from slimvl.models.compressed_tensors import is_compressed_tensors, load_compressed_tensors
 from slimvl.models.preprocess import Preprocessor
 from slimvl.models.tokenizer import build_tokenizer, special_token_ids
 
@@ -101,14 +100,15 @@ def read_checkpoint_config(path: Path, require_weights: bool = True) -> dict:
 
 def load_checkpoint_dir(path: Path, dtype: torch.dtype, source: str) -> LoadedModel:
     raw = read_checkpoint_config(path)
-    stored_int8 = None
+    if raw.get("quantization_config"):
+        raise ModelLoadError(
+            f"'{path}' is a quantized checkpoint ({raw['quantization_config'].get('quant_method')}); "
+            "slimvl reads quantized checkpoints in the compressed-tensors int8 format only"
+        )
     try:
-        if is_compressed_tensors(raw):
-            model, stored_int8 = load_compressed_tensors(path, raw, dtype)
-        else:
-            model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
         preprocessor = Preprocessor.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"cannot load checkpoint '{path}': {str(exc).splitlines()[0]}") from exc
     model.eval()
-    return LoadedModel(model, preprocessor, source, path, stored_int8)
+    return LoadedModel(model, preprocessor, source, path)

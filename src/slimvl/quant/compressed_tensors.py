@@ -11,6 +11,7 @@ as long as what it leaves quantized is what slimvl's switches (attention, MLP, v
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -21,20 +22,31 @@ from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from slimvl.config import INT8QuantizationConfig
 from slimvl.errors import ModelLoadError
+from slimvl.models.loader import DTYPES, LoadedModel, read_checkpoint_config
+from slimvl.models.preprocess import Preprocessor
 from slimvl.quant.targets import select_linears
 
 QUANT_METHOD = "compressed-tensors"
 FORMATS = ("int-quantized", "naive-quantized")
 
 
-def is_compressed_tensors(raw_config: dict) -> bool:
-    return (raw_config.get("quantization_config") or {}).get("quant_method") == QUANT_METHOD
+def is_compressed_tensors(ref: str) -> bool:
+    """Whether `ref` is a checkpoint directory whose config says compressed-tensors."""
+    config = Path(ref) / "config.json"
+    if ref.startswith("builtin:") or not config.is_file():
+        return False
+    try:
+        raw = json.loads(config.read_text())
+    except json.JSONDecodeError:
+        return False  # the checkpoint loader says what is wrong with it
+    return (raw.get("quantization_config") or {}).get("quant_method") == QUANT_METHOD
 
 
-def load_compressed_tensors(
-    path: Path, raw_config: dict, dtype: torch.dtype
-) -> tuple[Qwen3VLForConditionalGeneration, INT8QuantizationConfig]:
-    """The model with float weights, and the int8 config that quantizes it as the checkpoint was."""
+def load_compressed_tensors(ref: str, dtype: str = "fp32") -> LoadedModel:
+    """The model with float weights, its `stored_int8` the int8 config that quantizes it as the
+    checkpoint was."""
+    path = Path(ref)
+    raw_config = read_checkpoint_config(path)
     quantization = raw_config["quantization_config"]
     plain = {k: v for k, v in raw_config.items() if k != "quantization_config"}
     config = Qwen3VLConfig.from_dict(plain)
@@ -53,7 +65,9 @@ def load_compressed_tensors(
         if codes.dtype != torch.int8 or scale.shape not in ((codes.shape[0], 1), (codes.shape[0],)):
             raise ModelLoadError(f"'{path}': {name} is not int8 with one scale per output channel")
         state[f"{name}.weight"] = codes.float() * scale.float().view(-1, 1)
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype: got '{dtype}', allowed: {', '.join(DTYPES)}")
+    state = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:
@@ -64,7 +78,7 @@ def load_compressed_tensors(
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise ModelLoadError(f"'{path}' lacks the weight {missing[0]}")
-    return model.eval(), int8
+    return LoadedModel(model.eval(), Preprocessor.from_pretrained(path), ref, path, int8)
 
 
 def _int8_config(quantization: dict, model: torch.nn.Module, path: Path) -> INT8QuantizationConfig:
