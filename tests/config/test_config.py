@@ -179,8 +179,15 @@ def test_presets():
     assert laptop.sparsification == SparsificationConfig(
         sparsity_ratio=0.6, sparsity_method="top_k", min_tokens_per_image=32, max_tokens_per_image=128
     )
-    assert laptop.pruning == PruningConfig(
+    # the seed's pruning and precision settings alone buy no speed on a CPU: laptop removes whole
+    # channels and mixes int4 with int8 instead
+    assert preset("prune").pruning == PruningConfig(
         pruning_ratio=0.3, pruning_schedule="iterative", num_pruning_steps=5
+    )
+    assert laptop.pruning.structured and laptop.pruning.pruning_ratio == 0.3
+    assert (
+        laptop.adaptive_precision.min_precision == "int4"
+        and laptop.adaptive_precision.enable_dynamic_precision
     )
     for name, key in [
         ("int8", "int8"),
@@ -191,7 +198,8 @@ def test_presets():
         recipe = preset(name)
         assert recipe.name == name
         assert [k for k in [s.key for s in sections()] if getattr(recipe, k) is not None] == [key]
-        assert getattr(recipe, key) == getattr(laptop, key)
+        if key in ("int8", "sparsification"):
+            assert getattr(recipe, key) == getattr(laptop, key)
 
 
 def test_unknown_preset_lists_allowed():

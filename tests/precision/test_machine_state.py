@@ -4,30 +4,36 @@ or raising sensors become None (or safe ints) instead of an exception."""
 from __future__ import annotations
 
 import os
+import time
 from collections import namedtuple
 
 import psutil
 import pytest
 
+from slimvl.precision import machine_state
 from slimvl.precision.machine_state import MachineState, read_machine_state
 
 Memory = namedtuple("Memory", "total available")
 Battery = namedtuple("Battery", "percent secsleft power_plugged")
 Temp = namedtuple("Temp", "label current high critical")
 Freq = namedtuple("Freq", "current min max")
+CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice")
+OwnTimes = namedtuple("OwnTimes", "user system children_user children_system")
 
 SENSORS = (
     "virtual_memory",
     "sensors_battery",
     "sensors_temperatures",
-    "cpu_percent",
+    "cpu_times",
     "cpu_freq",
     "cpu_count",
 )
 
 
 def fake_psutil(monkeypatch: pytest.MonkeyPatch, **readings: object) -> dict[str, dict]:
-    """Replace psutil's sensor functions by ones returning `readings`; returns the kwargs each got."""
+    """Replace psutil's sensor functions by ones returning `readings` (and start a new load window);
+    returns the kwargs each got."""
+    monkeypatch.setattr(machine_state, "_OTHER_LOAD", machine_state.OtherLoad())
     calls: dict[str, dict] = {}
 
     def reader(name: str, value: object):
@@ -49,14 +55,14 @@ PLAUSIBLE = {
         "coretemp": [Temp("Package id 0", 71.0, 90.0, 100.0), Temp("Core 0", 75.0, None, 100.0)],
         "nvme": [Temp("Composite", 99.0, 80.0, 85.0)],
     },
-    "cpu_percent": 37.5,
+    "cpu_times": None,  # set per test: the load needs two readings (test_other_processes_load...)
     "cpu_freq": Freq(current=1200.0, min=400.0, max=2400.0),
     "cpu_count": 8,
 }
 
 
 def test_plausible_readings_give_the_right_fields(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_psutil(monkeypatch, **PLAUSIBLE)
+    fake_psutil(monkeypatch, **PLAUSIBLE)
     state = read_machine_state()
     assert state == MachineState(
         available_memory_bytes=6 * 2**30,
@@ -64,11 +70,10 @@ def test_plausible_readings_give_the_right_fields(monkeypatch: pytest.MonkeyPatc
         battery_percent=42.0,
         temperature_c=75.0,  # hottest CPU sensor; the hotter nvme is not a CPU sensor
         critical_temperature_c=100.0,  # that sensor has no `high`, so its `critical`
-        cpu_load=0.375,
+        cpu_load=0.0,  # no counters: no load known
         cpu_freq_ratio=0.5,
         logical_cpus=8,
     )
-    assert calls["cpu_percent"] == {"interval": None}  # non-blocking
     assert state.to_dict()["temperature_c"] == 75.0
 
 
@@ -154,3 +159,34 @@ def test_this_machine_reads_without_error() -> None:
     assert state.available_memory_bytes > 0
     assert 0.0 <= state.cpu_load <= 1.0
     assert state.logical_cpus >= 1
+
+
+def test_other_processes_load_leaves_this_process_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """50 s of CPU time pass (2 CPUs x 25 s): 25 s busy, 12 s of them this process's own: others 26%.
+    Steal (the hypervisor's) and guest time (already in user) are not other processes' work."""
+    system = iter(
+        [
+            CpuTimes(10.0, 0.0, 5.0, 85.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0),
+            CpuTimes(30.0, 0.0, 10.0, 105.0, 0.0, 0.0, 0.0, 5.0, 9.0, 0.0),
+        ]
+    )
+    own = iter([OwnTimes(2.0, 1.0, 0.0, 0.0), OwnTimes(12.0, 3.0, 0.0, 0.0)])
+
+    class Process:
+        def cpu_times(self) -> OwnTimes:
+            return next(own)
+
+    fake_psutil(monkeypatch, **PLAUSIBLE)
+    monkeypatch.setattr(psutil, "cpu_times", lambda **_: next(system))
+    monkeypatch.setattr(psutil, "Process", Process)
+    assert read_machine_state().cpu_load == 0.0  # the first reading opens the window
+    assert read_machine_state().cpu_load == pytest.approx(13 / 50)
+
+
+def test_this_process_alone_is_no_load() -> None:
+    window = machine_state.OtherLoad()
+    window.read()
+    deadline = time.perf_counter() + 0.3
+    while time.perf_counter() < deadline:  # keep one CPU busy ourselves
+        pass
+    assert window.read() < 0.5

@@ -228,14 +228,39 @@ def _seed_adaptive_precision() -> AdaptivePrecisionConfig:
     )
 
 
+# `laptop` composes the four where each buys speed or memory on a CPU (measured: docs/benchmarks.md):
+# the seed's unstructured pruning buys neither, so whole MLP channels go (Wanda scores, one pass over 16
+# calibration requests); the seed's fp16/fp32 precisions run slower than int8 here, so the plan mixes
+# int4 and int8 (llama.cpp's Q4_K_M rule: no sensitivity pass), the vision tower in int8.
+def _laptop_pruning() -> PruningConfig:
+    return PruningConfig(
+        pruning_ratio=0.3,
+        structured=True,
+        criterion="wanda",
+        pruning_schedule="one_shot",
+        calibration_samples=16,
+    )
+
+
+def _laptop_precision() -> AdaptivePrecisionConfig:
+    return AdaptivePrecisionConfig(
+        base_precision="int8",
+        min_precision="int4",
+        max_precision="int8",
+        plan="llama_cpp",
+        vision_precision="int8",
+        enable_dynamic_precision=True,
+    )
+
+
 _PRESETS: dict[str, Callable[[], Recipe]] = {
     "none": lambda: Recipe(name="none"),
     "laptop": lambda: Recipe(
         name="laptop",
         int8=_seed_int8(),
         sparsification=_seed_sparsification(),
-        pruning=_seed_pruning(),
-        adaptive_precision=_seed_adaptive_precision(),
+        pruning=_laptop_pruning(),
+        adaptive_precision=_laptop_precision(),
     ),
     "int8": lambda: Recipe(name="int8", int8=_seed_int8()),
     "sparsify": lambda: Recipe(name="sparsify", sparsification=_seed_sparsification()),

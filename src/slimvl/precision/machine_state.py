@@ -26,9 +26,8 @@ class MachineState:
     battery_percent: charge 0..100, None when unknown.
     temperature_c: hottest readable CPU/package sensor, None when none is readable.
     critical_temperature_c: that sensor's `high` (else `critical`) threshold, None when it gives none.
-    cpu_load: system-wide utilisation 0..1 since the previous reading (psutil's non-blocking
-        `cpu_percent`; the first reading in a process is 0, and the window includes this process's own
-        work since that previous reading).
+    cpu_load: the share 0..1 of the machine's CPU time other processes used since the previous reading
+        (`OtherLoad`: this process's own work left out; the first reading in a process is 0).
     cpu_freq_ratio: current / max clock, None when unreadable or the max is not reported.
     logical_cpus: logical CPUs of the machine (at least 1).
     """
@@ -104,9 +103,45 @@ def _temperature() -> tuple[float | None, float | None]:
     return hottest, threshold
 
 
-def _cpu_load() -> float:
-    percent = _number(_call("cpu_percent", interval=None))
-    return min(max(percent / 100, 0.0), 1.0) if percent is not None else 0.0
+class OtherLoad:
+    """The share of the machine's CPU time that other processes used between two readings.
+
+    System-wide utilisation alone counts this process's own work: right after a request that kept
+    every core busy it reads ~1.0, and a controller would take the machine for busy before every
+    request but the first. So this process's CPU time is taken out of the system's busy time."""
+
+    def __init__(self) -> None:
+        self._previous: tuple[float, float, float] | None = None  # system busy s, system total s, own s
+
+    def read(self) -> float:
+        """0..1 since the previous reading (0 at the first, and where the counters are unreadable)."""
+        system, own = _call("cpu_times"), _own_cpu_seconds()
+        if system is None or own is None:
+            return 0.0
+        fields = system._asdict() if hasattr(system, "_asdict") else {}
+        total = sum(
+            v for k, v in fields.items() if k not in ("guest", "guest_nice") and _number(v) is not None
+        )
+        idle = sum(fields.get(k, 0.0) for k in ("idle", "iowait", "steal"))
+        now = (total - idle, total, own)
+        previous, self._previous = self._previous, now
+        if previous is None or now[1] <= previous[1]:
+            return 0.0
+        others = (now[0] - previous[0]) - (now[2] - previous[2])
+        return min(max(others / (now[1] - previous[1]), 0.0), 1.0)
+
+
+def _own_cpu_seconds() -> float | None:
+    process = _call("Process")
+    times = getattr(process, "cpu_times", None)
+    try:
+        used = times() if times is not None else None
+    except Exception:
+        return None
+    return None if used is None else float(used.user + used.system)
+
+
+_OTHER_LOAD = OtherLoad()
 
 
 def _cpu_freq_ratio() -> float | None:
@@ -131,7 +166,7 @@ def read_machine_state() -> MachineState:
         battery_percent=battery_percent,
         temperature_c=temperature,
         critical_temperature_c=critical,
-        cpu_load=_cpu_load(),
+        cpu_load=_OTHER_LOAD.read(),
         cpu_freq_ratio=_cpu_freq_ratio(),
         logical_cpus=_logical_cpus(),
     )
