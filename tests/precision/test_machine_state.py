@@ -190,3 +190,31 @@ def test_this_process_alone_is_no_load() -> None:
     while time.perf_counter() < deadline:  # keep one CPU busy ourselves
         pass
     assert window.read() < 0.5
+
+
+def test_a_sampling_window_sees_the_recent_load_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a sampler the window runs from the previous reading, and a busy spell since then counts;
+    with one, only the last period counts."""
+    clock = {"busy": 0.0, "idle": 1.0}
+
+    def cpu_times(**_: object) -> CpuTimes:
+        return CpuTimes(clock["busy"], 0.0, 0.0, clock["idle"], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    class Process:
+        def cpu_times(self) -> OwnTimes:
+            return OwnTimes(0.0, 0.0, 0.0, 0.0)
+
+    fake_psutil(monkeypatch, **PLAUSIBLE)
+    monkeypatch.setattr(psutil, "cpu_times", cpu_times)
+    monkeypatch.setattr(psutil, "Process", Process)
+    unsampled, sampled = machine_state.OtherLoad(), machine_state.OtherLoad()
+    unsampled.read()
+    clock["busy"] += 100.0  # other processes kept the machine busy for a while
+    sampled.sample_every(0.02)
+    time.sleep(0.1)
+    for _ in range(20):  # then the machine idles
+        clock["idle"] += 1.0
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert sampled.read() == 0.0
+    assert unsampled.read() > 0.8

@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,31 +107,57 @@ def _temperature() -> tuple[float | None, float | None]:
 
 
 class OtherLoad:
-    """The share of the machine's CPU time that other processes used between two readings.
+    """The share of the machine's CPU time that other processes used in a recent window.
 
     System-wide utilisation alone counts this process's own work: right after a request that kept
     every core busy it reads ~1.0, and a controller would take the machine for busy before every
-    request but the first. So this process's CPU time is taken out of the system's busy time."""
+    request but the first. So this process's CPU time is taken out of the system's busy time. The
+    window is the time since the previous reading, or, once `sample_every` runs, the last
+    completed sampling period (at most `period` seconds old): what happened between two requests
+    long ago says little about now."""
 
     def __init__(self) -> None:
-        self._previous: tuple[float, float, float] | None = None  # system busy s, system total s, own s
+        self._samples: deque[tuple[float, float, float]] = deque(maxlen=2)  # busy s, total s, own s
+        self._lock = threading.Lock()
+        self._sampler: threading.Thread | None = None
+
+    def sample_every(self, period: float) -> None:
+        """Sample in a daemon thread every `period` seconds from now on (once per process)."""
+        with self._lock:
+            if self._sampler is not None:
+                return
+            self._sampler = threading.Thread(target=self._sample_forever, args=(period,), daemon=True)
+            self._sampler.start()
 
     def read(self) -> float:
-        """0..1 since the previous reading (0 at the first, and where the counters are unreadable)."""
+        """0..1 over the window (0 at the first reading, and where the counters are unreadable)."""
+        with self._lock:
+            if self._sampler is None:
+                self._sample()
+            if len(self._samples) < 2:
+                return 0.0
+            (busy0, total0, own0), (busy1, total1, own1) = self._samples
+        if total1 <= total0:
+            return 0.0
+        return min(max(((busy1 - busy0) - (own1 - own0)) / (total1 - total0), 0.0), 1.0)
+
+    def _sample_forever(self, period: float) -> None:
+        while True:
+            with self._lock:
+                self._sample()
+            time.sleep(period)
+
+    def _sample(self) -> None:
         system, own = _call("cpu_times"), _own_cpu_seconds()
         if system is None or own is None:
-            return 0.0
+            self._samples.clear()
+            return
         fields = system._asdict() if hasattr(system, "_asdict") else {}
         total = sum(
             v for k, v in fields.items() if k not in ("guest", "guest_nice") and _number(v) is not None
         )
         idle = sum(fields.get(k, 0.0) for k in ("idle", "iowait", "steal"))
-        now = (total - idle, total, own)
-        previous, self._previous = self._previous, now
-        if previous is None or now[1] <= previous[1]:
-            return 0.0
-        others = (now[0] - previous[0]) - (now[2] - previous[2])
-        return min(max(others / (now[1] - previous[1]), 0.0), 1.0)
+        self._samples.append((total - idle, total, own))
 
 
 def _own_cpu_seconds() -> float | None:
@@ -142,6 +171,11 @@ def _own_cpu_seconds() -> float | None:
 
 
 _OTHER_LOAD = OtherLoad()
+
+
+def sample_load_every(period: float) -> None:
+    """Keep `read_machine_state`'s cpu_load over the last `period` seconds (a daemon sampler)."""
+    _OTHER_LOAD.sample_every(period)
 
 
 def _cpu_freq_ratio() -> float | None:

@@ -12,9 +12,11 @@ from slimvl.models.hooks import RequestMode, WrappingHooks
 from slimvl.models.loader import LoadedModel
 from slimvl.models.steps import DecoderSequence
 from slimvl.precision.controller import Controller, ControllerPolicy, ModelCosts, RequestNeeds
-from slimvl.precision.machine_state import StateSource, read_machine_state
+from slimvl.precision.machine_state import StateSource, read_machine_state, sample_load_every
 from slimvl.sparsify.sparsifier import TokenSparsifier
 
+# the controller's view of other processes' CPU load: the last completed window of this many seconds
+LOAD_WINDOW_S = 0.5
 _VISION_BYTES_PER_PATCH_PER_DIM = 24  # activation bytes held per patch and hidden unit while encoding
 
 
@@ -78,4 +80,6 @@ def controlled(
 ) -> ControlledHooks:
     policy = ControllerPolicy(memory_headroom_bytes=headroom_mb * 2**20)
     controller = Controller(model_costs(loaded, weight_bytes), policy, state_source, threads)
+    if state_source is read_machine_state:
+        sample_load_every(LOAD_WINDOW_S)
     return ControlledHooks(controller)
