@@ -24,6 +24,19 @@ def kb_field_bytes(path: Path, field: str) -> int | None:
     return None
 
 
+def procs_running() -> int | None:
+    """Threads runnable on the whole machine at this instant (``procs_running`` of ``/proc/stat``,
+    the reading thread included), or None off Linux."""
+    try:
+        text = Path("/proc/stat").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("procs_running "):
+            return int(line.split()[1])
+    return None
+
+
 def read_vm_hwm_bytes() -> int | None:
     """The kernel's peak RSS for this process (``VmHWM``), or None off Linux."""
     return kb_field_bytes(_PROC_STATUS, "VmHWM")

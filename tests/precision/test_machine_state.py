@@ -34,6 +34,7 @@ def fake_psutil(monkeypatch: pytest.MonkeyPatch, **readings: object) -> dict[str
     """Replace psutil's sensor functions by ones returning `readings` (and start a new load window);
     returns the kwargs each got."""
     monkeypatch.setattr(machine_state, "_OTHER_LOAD", machine_state.OtherLoad())
+    monkeypatch.setattr(machine_state, "procs_running", lambda: None)  # as off Linux, unless a test says
     calls: dict[str, dict] = {}
 
     def reader(name: str, value: object):
@@ -218,3 +219,28 @@ def test_a_sampling_window_sees_the_recent_load_only(monkeypatch: pytest.MonkeyP
     time.sleep(0.1)
     assert sampled.read() == 0.0
     assert unsampled.read() > 0.8
+
+
+def test_a_load_that_is_over_reads_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window saw others busy, but at the instant of reading only the reading thread runs."""
+    system = iter(
+        [
+            CpuTimes(0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+            CpuTimes(40.0, 0.0, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+            CpuTimes(80.0, 0.0, 0.0, 30.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        ]
+    )
+
+    class Process:
+        def cpu_times(self) -> OwnTimes:
+            return OwnTimes(0.0, 0.0, 0.0, 0.0)
+
+    fake_psutil(monkeypatch, **PLAUSIBLE)
+    monkeypatch.setattr(psutil, "cpu_times", lambda **_: next(system))
+    monkeypatch.setattr(psutil, "Process", Process)
+    window = machine_state.OtherLoad()
+    window.read()
+    monkeypatch.setattr(machine_state, "procs_running", lambda: 3)
+    assert window.read() == pytest.approx(0.8)
+    monkeypatch.setattr(machine_state, "procs_running", lambda: 1)
+    assert window.read() == 0.0

@@ -17,6 +17,8 @@ from typing import Any
 
 import psutil
 
+from slimvl.procfs import procs_running
+
 CPU_SENSOR_NAMES = ("coretemp", "k10temp", "zenpower", "cpu", "acpitz", "soc")  # substrings, lower case
 
 
@@ -114,7 +116,8 @@ class OtherLoad:
     request but the first. So this process's CPU time is taken out of the system's busy time. The
     window is the time since the previous reading, or, once `sample_every` runs, the last
     completed sampling period (at most `period` seconds old): what happened between two requests
-    long ago says little about now."""
+    long ago says little about now. And where nothing but the reading thread is runnable at the
+    instant of reading (Linux's ``procs_running``), the load that was is over: it reads 0."""
 
     def __init__(self) -> None:
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=2)  # busy s, total s, own s
@@ -138,6 +141,9 @@ class OtherLoad:
                 return 0.0
             (busy0, total0, own0), (busy1, total1, own1) = self._samples
         if total1 <= total0:
+            return 0.0
+        running = procs_running()
+        if running is not None and running <= 1:  # nothing but the reading thread runs now
             return 0.0
         return min(max(((busy1 - busy0) - (own1 - own0)) / (total1 - total0), 0.0), 1.0)
 
