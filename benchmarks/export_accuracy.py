@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from slimvl.atomic import write_text_atomic
 
 
 @dataclass
@@ -91,9 +92,7 @@ def main() -> int:
             row["first_token_vs_int8"] = next_token_agreement(int8, result)
         record["rows"][name] = row
         print(name, json.dumps(row), flush=True)
-    tmp_out = args.out.with_name(f".{args.out.name}.tmp")
-    tmp_out.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp_out, args.out)
+    write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     return 0
 
 

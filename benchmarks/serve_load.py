@@ -20,7 +20,6 @@ import argparse
 import base64
 import io
 import json
-import os
 import random
 import socket
 import statistics
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from slimvl.atomic import write_text_atomic
 
 SLIMVL = str(Path(sys.executable).with_name("slimvl"))
 
@@ -253,9 +254,7 @@ def main() -> int:
     args = parser.parse_args()
     record = load_test(args) if args.command == "load" else ttft_test(args)
     print(json.dumps(record, indent=1))
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     return 0
 
 

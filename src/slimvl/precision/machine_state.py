@@ -116,8 +116,10 @@ class OtherLoad:
     request but the first. So this process's CPU time is taken out of the system's busy time. The
     window is the time since the previous reading, or, once `sample_every` runs, the last
     completed sampling period (at most `period` seconds old): what happened between two requests
-    long ago says little about now. And where nothing but the reading thread is runnable at the
-    instant of reading (Linux's ``procs_running``), the load that was is over: it reads 0."""
+    long ago says little about now. And where nothing but the reading thread becomes runnable within
+    `CONFIRM_S` (Linux's ``procs_running``), the load that was is over: it reads 0. (An idle PyTorch
+    process's OpenMP threads spin for ~0.1-0.3 s after its last work: a neighbour that has just
+    finished still looks busy for that long.)"""
 
     def __init__(self) -> None:
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=2)  # busy s, total s, own s
@@ -142,10 +144,10 @@ class OtherLoad:
             (busy0, total0, own0), (busy1, total1, own1) = self._samples
         if total1 <= total0:
             return 0.0
-        running = procs_running()
-        if running is not None and running <= 1:  # nothing but the reading thread runs now
+        load = min(max(((busy1 - busy0) - (own1 - own0)) / (total1 - total0), 0.0), 1.0)
+        if load > 0 and _load_is_over():
             return 0.0
-        return min(max(((busy1 - busy0) - (own1 - own0)) / (total1 - total0), 0.0), 1.0)
+        return load
 
     def _sample_forever(self, period: float) -> None:
         while True:
@@ -164,6 +166,25 @@ class OtherLoad:
         )
         idle = sum(fields.get(k, 0.0) for k in ("idle", "iowait", "steal"))
         self._samples.append((total - idle, total, own))
+
+
+CONFIRM_S = 0.3  # how long a load may take to show it is over (see `OtherLoad`)
+_CONFIRM_POLL_S = 0.01
+
+
+def _load_is_over() -> bool:
+    """True once nothing but the reading thread is runnable, polled for up to `CONFIRM_S`; False where
+    it stays busy or cannot be read."""
+    deadline = time.monotonic() + CONFIRM_S
+    while True:
+        running = procs_running()
+        if running is None:
+            return False
+        if running <= 1:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_CONFIRM_POLL_S)
 
 
 def _own_cpu_seconds() -> float | None:

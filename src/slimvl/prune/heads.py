@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slimvl.prune.structured import linear_like
+from slimvl.prune.structured import keep_columns, keep_rows, linear_like
 
 DECODER_ATTENTION = "Qwen3VLTextAttention"
 
@@ -33,24 +33,12 @@ def group_scores(attn: nn.Module, input_sq_norms: torch.Tensor | None) -> torch.
 
 def keep_groups(attn: nn.Module, kept: torch.Tensor) -> None:
     """Shrink `attn` in place to the groups `kept` (sorted indices)."""
-    head_dim, per_group = attn.head_dim, attn.num_key_value_groups
-    kv_rows = _rows(kept, head_dim)
-    q_rows = _rows(_query_heads(kept, per_group), head_dim)
-    for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
-        old = getattr(attn, name)
-        new = linear_like(old, old.in_features, len(rows))
-        with torch.no_grad():
-            new.weight.copy_(old.weight[rows])
-            if old.bias is not None:
-                new.bias.copy_(old.bias[rows])
-        setattr(attn, name, new)
-    old = attn.o_proj
-    new = linear_like(old, len(q_rows), old.out_features)
-    with torch.no_grad():
-        new.weight.copy_(old.weight[:, q_rows])
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    attn.o_proj = new
+    kv_rows = _rows(kept, attn.head_dim)
+    q_rows = _rows(_query_heads(kept, attn.num_key_value_groups), attn.head_dim)
+    attn.q_proj = keep_rows(attn.q_proj, q_rows)
+    attn.k_proj = keep_rows(attn.k_proj, kv_rows)
+    attn.v_proj = keep_rows(attn.v_proj, kv_rows)
+    attn.o_proj = keep_columns(attn.o_proj, q_rows)
 
 
 def resize_groups(attn: nn.Module, groups: int) -> None:

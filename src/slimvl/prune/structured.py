@@ -66,20 +66,28 @@ def keep_channels(mlp: nn.Module, kept: torch.Tensor) -> None:
     reader."""
     producers, reader = MLP_LINEARS[type(mlp).__name__]
     for name in producers:
-        old = getattr(mlp, name)
-        new = linear_like(old, old.in_features, len(kept))
-        with torch.no_grad():
-            new.weight.copy_(old.weight[kept])
-            if old.bias is not None:
-                new.bias.copy_(old.bias[kept])
-        setattr(mlp, name, new)
-    old = getattr(mlp, reader)
-    new = linear_like(old, len(kept), old.out_features)
+        setattr(mlp, name, keep_rows(getattr(mlp, name), kept))
+    setattr(mlp, reader, keep_columns(getattr(mlp, reader), kept))
+
+
+def keep_rows(old: nn.Linear, rows: torch.Tensor) -> nn.Linear:
+    """A linear of `old`'s output rows `rows` (weights and bias copied)."""
+    new = linear_like(old, old.in_features, len(rows))
     with torch.no_grad():
-        new.weight.copy_(old.weight[:, kept])
+        new.weight.copy_(old.weight[rows])
+        if old.bias is not None:
+            new.bias.copy_(old.bias[rows])
+    return new
+
+
+def keep_columns(old: nn.Linear, columns: torch.Tensor) -> nn.Linear:
+    """A linear reading only `old`'s inputs `columns` (its bias unchanged)."""
+    new = linear_like(old, len(columns), old.out_features)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[:, columns])
         if old.bias is not None:
             new.bias.copy_(old.bias)
-    setattr(mlp, reader, new)
+    return new
 
 
 def resize_channels(mlp: nn.Module, channels: int) -> None:
