@@ -230,8 +230,9 @@ def _seed_adaptive_precision() -> AdaptivePrecisionConfig:
 
 # `laptop` composes the four where each buys speed or memory on a CPU (measured: docs/benchmarks.md):
 # the seed's unstructured pruning buys neither, so whole MLP channels go (Wanda scores, one pass over 16
-# calibration requests); the seed's fp16/fp32 precisions run slower than int8 here, so the plan mixes
-# int4 and int8 (llama.cpp's Q4_K_M rule: no sensitivity pass), the vision tower in int8.
+# calibration requests); the seed's fp16/fp32 precisions run slower than int8 here, so the decoder and
+# the tied table are int4 (a uniform plan: no sensitivity pass; it measured faster than llama.cpp's
+# int4/int8 mix at the same accuracy on builtin:tiny), the vision tower int8.
 def _laptop_pruning() -> PruningConfig:
     return PruningConfig(
         pruning_ratio=0.3,
@@ -247,7 +248,7 @@ def _laptop_precision() -> AdaptivePrecisionConfig:
         base_precision="int8",
         min_precision="int4",
         max_precision="int8",
-        plan="llama_cpp",
+        plan="uniform",
         vision_precision="int8",
         enable_dynamic_precision=True,
     )
