@@ -27,6 +27,7 @@ from slimvl.prune.structured import (
     keep_channels,
     kept_width,
     prunable_modules,
+    split_protected,
     width,
 )
 
@@ -47,14 +48,12 @@ def check_protected(model: nn.Module, protected: tuple[str, ...]) -> None:
 def prunable_linears(model: nn.Module, protected: tuple[str, ...]) -> tuple[dict[str, nn.Linear], list[str]]:
     """The decoder's linears that may be pruned, and those a `protected` entry names (kept whole)."""
     check_protected(model, protected)
-    linears, kept = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and name.startswith(DECODER + "."):
-            if any(entry in name for entry in protected):
-                kept.append(name)
-            else:
-                linears[name] = module
-    return linears, kept
+    decoder = (
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and name.startswith(DECODER + ".")
+    )
+    return split_protected(decoder, protected)
 
 
 def _prune_weight(

@@ -10,7 +10,7 @@ highest scored, in their original order.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 import torch
 from torch import nn
@@ -26,13 +26,21 @@ def prunable_modules(
     model: nn.Module, class_names: Collection[str], protected: tuple[str, ...]
 ) -> tuple[dict[str, nn.Module], list[str]]:
     """The modules of `class_names` that may be shrunk, and the names of those a `protected` entry names."""
+    return split_protected(
+        ((name, m) for name, m in model.named_modules() if type(m).__name__ in class_names), protected
+    )
+
+
+def split_protected(
+    modules: Iterable[tuple[str, nn.Module]], protected: tuple[str, ...]
+) -> tuple[dict[str, nn.Module], list[str]]:
+    """`modules` by name, but those whose name contains a `protected` entry, whose names come second."""
     found, kept = {}, []
-    for name, module in model.named_modules():
-        if type(module).__name__ in class_names:
-            if any(entry in name for entry in protected):
-                kept.append(name)
-            else:
-                found[name] = module
+    for name, module in modules:
+        if any(entry in name for entry in protected):
+            kept.append(name)
+        else:
+            found[name] = module
     return found, kept
 
 
