@@ -79,11 +79,14 @@ class Engine:
         pipeline = self.slim.pipeline
         answer_text = AnswerText(pipeline.preprocessor.decode, pipeline.eos_token_ids, request.stops)
 
+        generated = 0
+
         def on_token(token: int) -> bool:
-            first = not answer_text.tokens and answer_text.sent == 0
+            nonlocal generated
+            generated += 1
             going = answer_text.add(token)
             piece = answer_text.delta()
-            if on_text is not None and (piece or first):  # the first token is news even without text
+            if on_text is not None and (piece or generated == 1):  # the first token is news even without text
                 on_text(piece)
             return going and not cancelled.is_set()
 
