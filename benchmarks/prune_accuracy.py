@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/prune_accuracy.py --n 1000 --out benchmarks/results/prune_tiny.json
 
 Rows: each criterion x schedule at `--ratio`, before and after recovery (`--fine-tune-steps`); at
-`--high-ratio` each criterion, iterative, before and after recovery; structured (Wanda scores, iterative) at each
+`--high-ratio` each criterion, iterative, before and after recovery; structured (Wanda scores, `--structured-schedule`) at each
 of `--structured` (MLP channel ratio, head ratio, layers removed), before and after recovery. Writes the JSON (atomically); prints a line per row.
 """
 
@@ -28,7 +28,9 @@ def structured_setting(spec: str) -> dict:
     return fields
 
 
-def rows(ratio: float, high: float, steps: int, structured: list[dict]) -> list[dict]:
+def rows(
+    ratio: float, high: float, steps: int, structured: list[dict], structured_schedule: str
+) -> list[dict]:
     out = []
     for criterion in ("magnitude", "wanda", "sparsegpt"):
         for schedule in ("one_shot", "iterative"):
@@ -57,7 +59,7 @@ def rows(ratio: float, high: float, steps: int, structured: list[dict]) -> list[
                 {
                     **setting,
                     "criterion": "wanda",
-                    "pruning_schedule": "iterative",
+                    "pruning_schedule": structured_schedule,
                     "structured": True,
                     "fine_tune_steps": fine_tune,
                 }
@@ -78,6 +80,9 @@ def main() -> int:
         "decoder head ratio, decoder layers removed",
     )
     parser.add_argument("--only-structured", action="store_true")
+    parser.add_argument("--structured-schedule", choices=("iterative", "one_shot"), default="iterative")
+    parser.add_argument("--calibration-samples", type=int, default=64, help="pruning statistics and recovery")
+    parser.add_argument("--learning-rate", type=float, default=2e-5, help="recovery's Adam learning rate")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -94,7 +99,11 @@ def main() -> int:
     base = evaluate(slimvl.load("builtin:tiny"), keep_logprobs=True, questions=questions)
     record = {"model": "builtin:tiny", "n": args.n, "baseline_accuracy": base.accuracy, "rows": []}
     structured = [structured_setting(spec) for spec in args.structured.split(",") if spec]
-    chosen = rows(args.ratio, args.high_ratio, args.fine_tune_steps, structured)
+    chosen = rows(args.ratio, args.high_ratio, args.fine_tune_steps, structured, args.structured_schedule)
+    for fields in chosen:
+        fields.update(calibration_samples=args.calibration_samples)
+        if fields["fine_tune_steps"]:
+            fields.update(fine_tune_learning_rate=args.learning_rate)
     if args.only_structured:
         chosen = [fields for fields in chosen if fields.get("structured")]
     for fields in chosen:

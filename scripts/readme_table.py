@@ -5,7 +5,7 @@ sources it was generated from, so that it can be generated again from them.
 
 python scripts/readme_table.py                 # every block in README.md and docs/*.md, from the sources it names
 python scripts/readme_table.py --check         # the same, but only say which blocks differ (exit 1 if any)
-python scripts/readme_table.py headline benchmarks/results/bench_2b_peers.json benchmarks/results/tiny
+python scripts/readme_table.py headline benchmarks/results/bench_2b_ablation.json  # `slimvl bench --ablation`
 python scripts/readme_table.py bench benchmarks/results/bench_2b_peers.md     # a `slimvl bench --md-out` report
 python scripts/readme_table.py accuracy benchmarks/results/tiny              # `benchmarks/tiny_accuracy.sh` output
 python scripts/readme_table.py accuracy-check benchmarks/results/tiny_n2000  # its rows on more questions
@@ -38,20 +38,6 @@ ACCURACY_ROWS = {
     "sparsify_distilled": "60% of image tokens dropped, distilled scorer",
     "sparsify_vision": "60% of image tokens dropped, vision scorer",
 }
-
-# The README's headline: bench row -> (what it is, the accuracy files that go with it). An accuracy file
-# belongs to a row only when it measured the same optimization on builtin:tiny; None: not measured.
-HEADLINE_ROWS = {
-    "slimvl:int8@2b-int8": ("slimvl, int8", ("int8_dynamic",)),
-    "slimvl:int8-sparsify@2b-int8-sparsify": (
-        "slimvl, int8 + 60% of image tokens dropped",
-        ("int8_dynamic", "sparsify_seed"),
-    ),
-    "hf-fp32": ("transformers fp32 (unoptimized)", ("eval_test",)),
-    "openvino-int8": ("OpenVINO GenAI int8", None),
-    "openvino-int8-prune60": ("OpenVINO GenAI int8 + 60% of image tokens dropped (its own way)", None),
-}
-HEADLINE_ACCURACY_LABELS = {"int8_dynamic": "int8", "sparsify_seed": "dropping tokens"}
 
 
 def _documents() -> list[Path]:
@@ -109,61 +95,79 @@ def accuracy_block(folder: str) -> str:
     return "\n".join(rows)
 
 
-def _headline_accuracy(folder: Path, stems: tuple[str, ...] | None) -> str:
-    if stems is None:
-        return "not measured"
-    results = {s: json.loads((folder / f"{s}.json").read_text()) for s in stems}
-    if len(stems) == 1:
-        r = results[stems[0]]
-        diff = r.get("paired_difference")
-        return f"{_pct(r['accuracy'])}%" + (f" ({100 * diff['delta']:+.1f} points)" if diff else "")
-    parts = [
-        f"{100 * results[s]['paired_difference']['delta']:+.1f} ({HEADLINE_ACCURACY_LABELS[s]})"
-        for s in stems
-    ]
-    return " and ".join(parts) + " points, each measured alone"
+# The README's headline: the ablation's one-at-a-time rows and `all`, as the seed's table reads.
+HEADLINE_ROWS = {
+    "base": "no optimization (fp32)",
+    "int8": "+ int8",
+    "sparsify": "+ 60% of image tokens dropped",
+    "prune": "+ 30% of MLP channels removed",
+    "adaptive": "+ int4 decoder (adaptive precision)",
+    "all": "all four: preset `laptop`",
+}
 
 
-def headline_block(report: str, accuracy_folder: str) -> str:
-    """A few rows of a bench JSON report beside builtin:tiny's accuracy for the same optimization."""
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def headline_block(report: str) -> str:
+    """The ablation of a `slimvl bench --ablation` JSON report: each optimization alone and all together,
+    against no optimization, beside the seed's estimates."""
     r = json.loads(Path(report).read_text())
-    by_name = {row["name"]: row for row in r["rows"]}
-    missing = [name for name in HEADLINE_ROWS if name not in by_name]
+    entries = {entry["name"]: entry for entry in r.get("ablation") or []}
+    rows_by_name = {row["name"]: row for row in r["rows"]}
+    missing = [name for name in HEADLINE_ROWS if name not in entries]
     if missing:
-        raise SystemExit(f"{report} has no row {', '.join(missing)}: edit HEADLINE_ROWS")
+        raise SystemExit(f"{report} has no ablation row {', '.join(missing)}: run slimvl bench --ablation")
     header = [
         "",
+        "end to end (seed)",
         "time to first token",
         "decode speed",
-        "peak memory",
-        "accuracy on builtin:tiny",
+        "peak memory (seed)",
+        "accuracy on builtin:tiny (seed)",
     ]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, (label, stems) in HEADLINE_ROWS.items():
-        row = by_name[name]
-        if row["status"] != "ok":
-            raise SystemExit(f"{report}: row {name} is {row['status']}: {row.get('error')}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, label in HEADLINE_ROWS.items():
+        entry, row = entries[name], rows_by_name[name]
+        if entry["status"] != "ok":
+            raise SystemExit(f"{report}: row {name} is {entry['status']}: {entry.get('error')}")
+        seed = entry["seed_estimate"] or {}
+        delta = entry["accuracy_delta"]
+        accuracy = f"{_pct(entry['accuracy'])}%" if name == "base" else f"{100 * delta:+.1f} points"
         cells = [
             label,
+            f"{row['e2e_s']:.1f} s" + ("" if name == "base" else f", {_times(entry['speedup_e2e'])} faster"),
             f"{row['ttft_ms'] / 1000:.2f} s",
             f"{row['decode_tok_s']:.1f} tokens/s",
-            f"{row['peak_rss_mb'] / 1000:.1f} GB",
-            _headline_accuracy(Path(accuracy_folder), stems),
+            f"{row['peak_rss_mb'] / 1000:.1f} GB"
+            + ("" if name == "base" else f", {100 * entry['memory_reduction']:.0f}% less"),
+            accuracy,
         ]
-        rows.append("| " + " | ".join(cells) + " |")
-    machine = r["machine"]
-    n = json.loads((Path(accuracy_folder) / "eval_test.json").read_text())["n"]
-    rows += [
+        if seed:
+            cells[1] += f" ({seed['speedup']})"
+            cells[4] += f" ({seed['memory_reduction']})"
+            cells[5] += f" ({seed['accuracy']})"
+        lines.append("| " + " | ".join(cells) + " |")
+    machine, accuracy_n = r["machine"], r.get("accuracy_n")
+    peers = [row for row in r["rows"] if row["kind"] == "openvino" and row["status"] == "ok"]
+    peer_text = "".join(
+        f" {row['description']}: {row['e2e_s']:.1f} s end to end, {row['decode_tok_s']:.1f} tokens/s, "
+        f"{row['peak_rss_mb'] / 1000:.1f} GB."
+        for row in peers
+    )
+    lines += [
         "",
         f"Speed and memory: `{r['model']}` (the Qwen3-VL-2B architecture with random weights), one "
         f"{r['scenario']['image_size'][0]}×{r['scenario']['image_size'][1]} image, "
         f"{r['scenario']['max_new_tokens']} new tokens, {r['threads']} threads on a "
-        f"{machine['physical_cores']}-core {machine['cpu_model']}, median of {r['runs']} runs. "
-        f"Accuracy: exact-match answers on the first {n} test questions of builtin:tiny "
-        "(points: change against the unoptimized model on the same questions; transformers gives the "
-        "unoptimized model's answers, which slimvl without a recipe reproduces token for token).",
+        f"{machine['physical_cores']}-core {machine['cpu_model']}, median of {r['runs']} runs; speedups "
+        "paired round by round against no optimization where they ran side by side. Accuracy: "
+        f"exact-match answers of builtin:tiny{'' if accuracy_n is None else f' on {accuracy_n} test questions'}, "
+        "change against no optimization on the same questions. In brackets: the estimates slimvl was "
+        f"specified with.{peer_text}",
     ]
-    return "\n".join(rows)
+    return "\n".join(lines)
 
 
 CURVE_METHODS = {  # method in a sparsify_curves record -> what its row is
@@ -210,7 +214,7 @@ def curves_block(record: str) -> str:
 
 # block name -> (what renders it from its sources, the sources it is generated from by default)
 BLOCKS: dict[str, tuple[Callable[..., str], tuple[str, ...]]] = {
-    "headline": (headline_block, ("benchmarks/results/bench_2b_peers.json", "benchmarks/results/tiny")),
+    "headline": (headline_block, ("benchmarks/results/bench_2b_ablation.json",)),
     "bench": (bench_block, ("benchmarks/results/bench_2b_peers.md",)),
     "accuracy": (accuracy_block, ("benchmarks/results/tiny",)),
     "accuracy-check": (accuracy_block, ("benchmarks/results/tiny_n2000",)),

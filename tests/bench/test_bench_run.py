@@ -141,7 +141,6 @@ def test_a_broken_checkpoint_fails_its_row_with_the_error(
     ("args", "message"),
     [
         (["--peers", "hf-fp32,nope"], "unknown peer nope"),
-        (["--ablation", "--recipe", "none"], "leave out --recipe"),
         (["--recipe", "no-such-recipe"], "unknown recipe"),
     ],
 )

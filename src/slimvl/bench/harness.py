@@ -45,7 +45,8 @@ DEFAULT_BANDWIDTH_BYTES = 2 * 1024**3
 @dataclass
 class BenchOptions:
     model: str
-    recipes: list[str] = field(default_factory=list)  # preset names or recipe files; none: ["none"]
+    # preset names, recipe files or optimized directories; none (and no ablation): ["none"]
+    recipes: list[str] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
     runs: int = 5
     threads: int | None = None  # None: the physical cores this process may use
@@ -105,13 +106,13 @@ def check_model(model: str) -> None:
 
 def bench_rows(options: BenchOptions) -> list[RowSpec]:
     check_model(options.model)
+    extra = [_recipe_row(options.model, recipe) for recipe in options.recipes]
+    peers = [peer_row(options.model, peer) for peer in options.peers]
     if options.ablation:
-        if options.recipes:
-            raise ValueError("--ablation runs the preset rows itself: leave out --recipe")
-        rows = ablation_mod.ablation_rows(options.model)
+        first, later = ablation_mod.ablation_rows(options.model)
+        rows = [*first, *extra, *peers, *later]
     else:
-        rows = [_recipe_row(options.model, recipe) for recipe in options.recipes or ["none"]]
-    rows += [peer_row(options.model, peer) for peer in options.peers]
+        rows = [*(extra or [_recipe_row(options.model, "none")]), *peers]
     check_unique_names(rows)
     if get_profile(options.profile).env:
         for row in rows:
@@ -202,10 +203,11 @@ def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> di
         notes=notes,
     )
     if options.ablation:
-        accuracies, report["accuracy_note"] = ablation_mod.measure_accuracy(
+        evaluations, report["accuracy_note"] = ablation_mod.measure_accuracy(
             results, options.accuracy_n, threads, progress
         )
-        report["ablation"] = ablation_mod.ablation_table(report["rows"], accuracies)
+        report["accuracy_n"] = options.accuracy_n
+        report["ablation"] = ablation_mod.ablation_table(report, evaluations)
     return report
 
 

@@ -18,14 +18,21 @@ PAIRED_NOTE = (
 )
 ABLATION_COLUMNS = (
     "row",
-    "built",
+    "variant",
     "memory reduction (seed)",
-    "speedup e2e (seed)",
-    "speedup decode",
-    "speedup TTFT",
+    "e2e speedup vs base (seed)",
+    "decode vs base",
+    "TTFT vs base",
+    "step e2e vs row above (seed)",
     "CPU-s/token (seed power)",
+    "J/token",
     "accuracy",
-    "Δ accuracy (seed)",
+    "Δ accuracy, 95% interval (seed)",
+)
+ABLATION_NOTE = (
+    "Speedups: paired medians over rounds against base (or, for cumulative rows, the row they add one "
+    "optimization to); † marks a ratio of medians between rows that ran in different waves (not side "
+    "by side). Seed estimates are the specification's, never measured."
 )
 
 
@@ -54,11 +61,6 @@ def _percent(value: float | None) -> str:
 
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
-
-
-def _seed(entry: dict[str, Any], key: str) -> str:
-    seed = entry["seed_estimate"]
-    return f" (seed {seed[key]})" if seed else ""
 
 
 def row_titles() -> list[str]:
@@ -102,18 +104,39 @@ def paired_cells(entry: dict[str, Any]) -> list[str]:
     return [entry["row"], entry["baseline"], str(rounds), *cells]
 
 
+def _seed_text(seed: dict[str, str] | None, key: str) -> str:
+    return f" (seed {seed[key]})" if seed else ""
+
+
+def _speedup_cell(value: float | None, paired: bool | None) -> str:
+    return _ratio(value) + ("†" if paired is False and value is not None else "")
+
+
+def _accuracy_delta_cell(entry: dict[str, Any]) -> str:
+    delta, interval = entry["accuracy_delta"], entry["accuracy_delta_ci95"]
+    if delta is None:
+        return "-"
+    return f"{100 * delta:+.1f} pt ({100 * interval[0]:+.1f}..{100 * interval[1]:+.1f})"
+
+
 def ablation_cells(entry: dict[str, Any]) -> list[str]:
-    delta = entry["accuracy_delta"]
+    seed, step_seed = entry["seed_estimate"], entry["seed_step_estimate"]
+    name = entry["name"] if entry["status"] == "ok" else f"{entry['name']} ({entry['status']})"
+    step = _speedup_cell(entry["step_speedup_e2e"], entry["step_paired"])
     return [
-        entry["name"],
-        "no" if not entry["built"] else "yes" if entry["status"] == "ok" else f"yes, {entry['status']}",
-        _percent(entry["memory_reduction"]) + _seed(entry, "memory_reduction"),
-        _ratio(entry["speedup_e2e"]) + _seed(entry, "speedup"),
-        _ratio(entry["speedup_decode"]),
-        _ratio(entry["speedup_ttft"]),
-        number(entry["cpu_s_per_token"]) + _seed(entry, "power"),
+        name,
+        entry["variant"],
+        _percent(entry["memory_reduction"]) + _seed_text(seed, "memory_reduction"),
+        _speedup_cell(entry["speedup_e2e"], entry["paired"]) + _seed_text(seed, "speedup"),
+        _speedup_cell(entry["speedup_decode"], entry["paired"]),
+        _speedup_cell(entry["speedup_ttft"], entry["paired"]),
+        "-"
+        if entry["previous"] is None
+        else f"{step} vs {entry['previous']}" + _seed_text(step_seed, "speedup"),
+        number(entry["cpu_s_per_token"]) + _seed_text(seed or step_seed, "power"),
+        number(entry["energy_j_per_token"]),
         "-" if entry["accuracy"] is None else f"{entry['accuracy']:.1%}",
-        ("-" if delta is None else f"{100 * delta:+.1f} pt") + _seed(entry, "accuracy"),
+        _accuracy_delta_cell(entry) + _seed_text(seed or step_seed, "accuracy"),
     ]
 
 
@@ -166,10 +189,11 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     if report.get("ablation"):
         ablation = Table(title="ablation: measured (seed estimate)")
         for title in ABLATION_COLUMNS:
-            ablation.add_column(title, justify="left" if title in ("row", "built") else "right")
+            ablation.add_column(title, justify="left" if title in ("row", "variant") else "right")
         for entry in report["ablation"]:
             ablation.add_row(*(escape(text) for text in ablation_cells(entry)))
         console.print(ablation)
+        console.print(escape(ABLATION_NOTE))
         console.print(escape(report["accuracy_note"]))
     for line in header_lines(report):
         console.print(escape(line))
@@ -199,6 +223,6 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("ablation"):
         lines += ["", "## Ablation: measured (seed estimate)", ""]
         lines += _markdown_table(ABLATION_COLUMNS, [ablation_cells(entry) for entry in report["ablation"]])
-        lines += ["", report["accuracy_note"]]
+        lines += ["", ABLATION_NOTE, "", report["accuracy_note"]]
     lines += ["", "Cells are medians with (min–max) over the runs; see SCHEMA.md for each column."]
     return "\n".join(lines) + "\n"

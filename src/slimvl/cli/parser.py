@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FILE|NAME",
-        help="a slimvl row (repeatable; default none)",
+        help="a slimvl row: preset, recipe file or optimized directory (repeatable; default none; "
+        "with --ablation, extra rows beside the ablation's)",
     )
     bench.add_argument(
         "--peers",
@@ -147,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="buffer of the read bandwidth measurement (default 2 GiB)",
     )
     bench.add_argument(
-        "--ablation", action="store_true", help="each optimization's gain, measured: base, int8, ..., all"
+        "--ablation",
+        action="store_true",
+        help="each optimization's gain, measured: one at a time and cumulative, up to all (= laptop)",
     )
     bench.add_argument(
         "--accuracy-n", type=_positive_int, default=1000, metavar="N", help="ablation accuracy questions"

@@ -214,6 +214,10 @@ class PruningConfig(_ValidatedConfig):
     channels (decoder and vision encoder), ``head_ratio`` of each decoder layer's key/value heads with
     their query heads, and ``layers_removed`` whole decoder layers of least block influence (ShortGPT),
     scored by ``criterion`` ``"wanda"`` (activation-weighted) or ``"magnitude"``.
+
+    ``fine_tune_steps`` > 0 recovers afterwards: the pruned linears trained by Adam at
+    ``fine_tune_learning_rate`` to match the unpruned model's answers on the calibration requests
+    (`slimvl.prune.recover`).
     """
 
     pruning_ratio: float = 0.3
@@ -231,6 +235,7 @@ class PruningConfig(_ValidatedConfig):
     calibration_samples: int = 64
     head_ratio: float = 0.0
     layers_removed: int = 0
+    fine_tune_learning_rate: float = 2e-5
 
     SCHEDULES: ClassVar[tuple[str, ...]] = ("iterative", "one_shot")
     CRITERIA: ClassVar[tuple[str, ...]] = ("magnitude", "wanda", "sparsegpt")
@@ -249,6 +254,7 @@ class PruningConfig(_ValidatedConfig):
         self._check_int("calibration_samples", 1)
         self._check_number("head_ratio", "a number in [0, 1)", lambda v: 0 <= v < 1)
         self._check_int("layers_removed", 0)
+        self._check_number("fine_tune_learning_rate", "a number in (0, 1)", lambda v: 0 < v < 1)
         for name in ("head_ratio", "layers_removed"):
             if getattr(self, name) and not self.structured:
                 self._fail(name, "0 unless structured is true (heads and layers leave whole)")

@@ -17,7 +17,8 @@ def _estimate(label: str, memory: str, speedup: str, power: str, accuracy: str) 
     }
 
 
-# Marked "Estimated" where they were written; keyed by the ablation row's name (`base` has none).
+# Marked "Estimated" where they were written; keyed by optimization (`base` has none). Ablation rows
+# name the entry they are compared with (`slimvl.bench.ablation.AblationRow`).
 SEED_ESTIMATES: dict[str, dict[str, str] | None] = {
     "base": None,
     "int8": _estimate("+ INT8", "~75%", "2.0x", "+40%", "-1%"),

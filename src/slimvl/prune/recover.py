@@ -22,7 +22,6 @@ from slimvl.models.preprocess import ModelInputs
 from slimvl.models.steps import DecoderSequence, build_sequence, encode_images
 
 ANSWER_TOKENS = 4  # greedy tokens of the unpruned model's answer whose distributions are the targets
-LEARNING_RATE = 2e-5
 
 
 @dataclass
@@ -110,7 +109,7 @@ def recover(
     targets: list[Target],
     pruned: dict[str, nn.Linear],
     steps: int,
-    learning_rate: float = LEARNING_RATE,
+    learning_rate: float,
     seed: int = 0,
 ) -> dict:
     """Fine-tune `pruned` (name -> linear; their zeros are the masks) for `steps` steps, one request per
@@ -149,6 +148,7 @@ def recover(
             parameter.requires_grad_(flag)
     return {
         "steps": steps,
+        "learning_rate": learning_rate,
         "requests": len(targets),
         "kl_before": round(before, 6),
         "kl_after": round(mean_kl(), 6),

@@ -24,7 +24,13 @@ def apply(loaded: LoadedModel, config: PruningConfig, calibration: CalibrationRu
     needs_data = STATISTIC[config.criterion] is not None or config.layers_removed > 0
     plan = prune_model(model, config, calibration(config.calibration_samples) if needs_data else None)
     if targets is not None:
-        plan["recovery"] = recover(model, targets, _pruned_linears(model, plan), config.fine_tune_steps)
+        plan["recovery"] = recover(
+            model,
+            targets,
+            _pruned_linears(model, plan),
+            config.fine_tune_steps,
+            learning_rate=config.fine_tune_learning_rate,
+        )
     return Applied(plan=plan)
 
 
