@@ -13,7 +13,7 @@ PACKAGE = Path(slimvl.__file__).parent
 LAYERS: list[set[str]] = [
     {"errors", "atomic", "procfs", "memory", "hugepages", "config", "monitor", "data", "sparse_storage"},
     {"models"},
-    {"quant", "sparsify", "prune", "precision"},  # the optimization packages
+    {"quant", "sparsify", "prune", "precision", "device"},  # the optimization packages, GPU placement
     {"pipeline", "calibration", "registry", "assemble", "optimized"},
     {"api"},
     {"eval", "train", "bench", "experiments", "demo", "serve", "export"},

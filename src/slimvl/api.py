@@ -11,6 +11,8 @@ from transformers import Qwen3VLConfig
 from slimvl.assemble import assemble_model, reassembled
 from slimvl.calibration import Calibration
 from slimvl.config import Recipe, resolve_recipe
+from slimvl.device import DevicePlan, plan_device
+from slimvl.device.dispatch import dispatch
 from slimvl.memory import fix_mmap_threshold
 from slimvl.models.hooks import RequestHooks
 from slimvl.models.inplace import use_inplace_activations
@@ -43,6 +45,7 @@ class SlimModel:
     recipe: Recipe
     pipeline: Pipeline
     plans: dict
+    device: DevicePlan | None = None  # where its parts run (None: all on the CPU, nothing planned)
 
     def generate(
         self,
@@ -61,13 +64,18 @@ def load(
     dtype: str = "fp32",
     threads: int | None = None,
     calibration: Calibration | None = None,
+    device: str = "cpu",
+    gpu_layers: int | None = None,
+    gpu_rules: tuple[int, int] | None = None,
 ) -> SlimModel:
     """Load a checkpoint directory, a builtin, or a directory written by `optimize`.
 
     With a recipe, its optimizations are applied now (int8 quantizes at load time) and the model is
     assembled as its optimized directory would load; an optimized directory carries its own recipe and
-    takes none.
+    takes none. `device` "cuda" or "auto" places as many decoder layers on the GPU as fit (or
+    `gpu_layers`), computed by that GPU's precision rules (or those of capability `gpu_rules`).
     """
+    placing = (device, gpu_layers, gpu_rules)
     fix_mmap_threshold(LOAD_MMAP_THRESHOLD)
     try:
         path = Path(model_ref)
@@ -76,7 +84,7 @@ def load(
                 raise ValueError(
                     f"'{path}' is an optimized directory: it carries its recipe, so --recipe is not taken"
                 )
-            return _load_optimized(path, threads)
+            return _load_optimized(path, threads, placing)
         resolved = resolve_recipe(recipe)
         check_built(resolved)
         if is_compressed_tensors(str(model_ref)):
@@ -91,7 +99,7 @@ def load(
         if plans:
             loaded = reassembled(loaded, plans)
             hooks = runtime_hooks(loaded, resolved)
-        return _ready(loaded, resolved, plans, threads, hooks)
+        return _ready(loaded, resolved, plans, threads, hooks, placing)
     finally:
         fix_mmap_threshold(RUN_MMAP_THRESHOLD, RUN_TRIM_THRESHOLD)
 
@@ -117,7 +125,7 @@ def optimize(
     return write_optimized(out_dir, state, save_originals, resolved, slim.plans, str(model_ref))
 
 
-def _load_optimized(path: Path, threads: int | None) -> SlimModel:
+def _load_optimized(path: Path, threads: int | None, placing: tuple) -> SlimModel:
     manifest = read_manifest(path)
     recipe = manifest["recipe_obj"]
     check_built(recipe)
@@ -130,14 +138,23 @@ def _load_optimized(path: Path, threads: int | None) -> SlimModel:
         str(path),
     )
     loaded = LoadedModel(model, Preprocessor.from_pretrained(path), str(path), path)
-    return _ready(loaded, recipe, manifest["plans"], threads, runtime_hooks(loaded, recipe))
+    return _ready(loaded, recipe, manifest["plans"], threads, runtime_hooks(loaded, recipe), placing)
 
 
 def _ready(
-    loaded: LoadedModel, recipe: Recipe, plans: dict, threads: int | None, hooks: RequestHooks | None
+    loaded: LoadedModel,
+    recipe: Recipe,
+    plans: dict,
+    threads: int | None,
+    hooks: RequestHooks | None,
+    placing: tuple[str, int | None, tuple[int, int] | None] = ("cpu", None, None),
 ) -> SlimModel:
     use_inplace_activations(loaded.model)  # the same numbers, fewer activation-sized buffers
-    return SlimModel(loaded, recipe, Pipeline(loaded, hooks, threads=threads), plans)
+    device, gpu_layers, gpu_rules = placing
+    plan = plan_device(loaded.model, device, gpu_layers, gpu_rules)
+    if plan.rules is not None:
+        dispatch(loaded.model, plan.placement, plan.rules)
+    return SlimModel(loaded, recipe, Pipeline(loaded, hooks, threads=threads), plans, plan)
 
 
 def generate(

@@ -8,6 +8,7 @@ a few requests at 2B.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ class Pipeline:
         self.eos_token_ids = _eos_ids(loaded)
         self.weight_bytes = weight_bytes(self.model)
         self.decode_bytes = decode_bytes_per_token(self.model)
+        self.gpu_devices = cuda_indices(self.model)
         self._energy = EnergyMeter()
 
     @torch.inference_mode()
@@ -76,6 +78,7 @@ class Pipeline:
             weight_bytes=self.weight_bytes,
             decode_weight_bytes_per_token=self.decode_bytes,
             energy=self._energy,
+            gpu_devices=self.gpu_devices,
         )
         tokens: list[int] = []
         stage = monitor.stage
@@ -140,3 +143,9 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
         elif source:
             ids.update(source)
     return ids
+
+
+def cuda_indices(model: torch.nn.Module) -> tuple[int, ...]:
+    """The CUDA devices holding any of `model`'s tensors (a GPU placement), in order."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return tuple(sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"}))

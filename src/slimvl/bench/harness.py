@@ -32,6 +32,7 @@ from slimvl.bench.rows import (
 )
 from slimvl.bench.scenario import Scenario
 from slimvl.config import preset, resolve_recipe
+from slimvl.device.spec import cuda_devices
 from slimvl.errors import ModelLoadError
 from slimvl.hugepages import huge_page_env
 from slimvl.models.loader import BUILTIN_PREFIX, builtin_names, read_checkpoint_config
@@ -55,6 +56,8 @@ class BenchOptions:
     bandwidth_bytes: int = DEFAULT_BANDWIDTH_BYTES
     ablation: bool = False
     accuracy_n: int = 1000
+    # slimvl rows' `load` device arguments (device, gpu_layers, gpu_rules); peers run where they run
+    placing: dict[str, Any] = field(default_factory=lambda: {"device": "cpu"})
 
 
 class BandwidthSamples:
@@ -177,6 +180,7 @@ def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> di
                 "question": scenario.question,
                 "max_new_tokens": scenario.max_new_tokens,
                 "warmup_image": str(images[0]),
+                "placing": options.placing,
             }
             return worker_argv(row, spec), env
 
@@ -189,7 +193,11 @@ def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> di
             need=estimated_peak_bytes,
             before_round=bandwidth.before_round,
         )
-    machine = {**machine_info(), **bandwidth.machine_fields()}
+    machine = {
+        **machine_info(),
+        **bandwidth.machine_fields(),
+        "gpus": [gpu.describe() for gpu in cuda_devices()],
+    }
     report = build_report(
         model=options.model,
         scenario=scenario.to_dict(options.runs),
@@ -202,6 +210,7 @@ def run_bench(options: BenchOptions, progress: Progress = stderr_progress) -> di
         run_order=run_order,
         notes=notes,
     )
+    report["placing"] = options.placing
     if options.ablation:
         evaluations, report["accuracy_note"] = ablation_mod.measure_accuracy(
             results, options.accuracy_n, threads, progress

@@ -158,6 +158,10 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         f"ISA {', '.join(machine['isa_flags']) or '-'} · read bandwidth {_bandwidth_text(machine)}",
         f"energy: {report['energy_note']}",
     ]
+    placing = report.get("placing") or {}
+    if machine.get("gpus") or placing.get("device", "cpu") != "cpu":
+        gpus = ", ".join(machine.get("gpus") or []) or "none"
+        lines.append(f"GPUs: {gpus} · slimvl rows placed with {placing}")
     lines += [f"profile: {note}" for note in profile["notes"]]
     huge = [f"{row['name']} {row['huge_page_mb']:,.0f}" for row in report["rows"] if row.get("huge_page_mb")]
     if huge:

@@ -35,7 +35,12 @@ class SlimvlRunner:
 
     def load(self) -> None:
         recipe = Recipe.from_dict(self.spec["recipe"])
-        self.slim = load(self.spec["model"], recipe, dtype=self.spec["dtype"], threads=self.spec["threads"])
+        placing = dict(self.spec.get("placing") or {})
+        if placing.get("gpu_rules") is not None:
+            placing["gpu_rules"] = tuple(placing["gpu_rules"])  # a list after JSON
+        self.slim = load(
+            self.spec["model"], recipe, dtype=self.spec["dtype"], threads=self.spec["threads"], **placing
+        )
         self.weight_bytes = self.slim.pipeline.weight_bytes
         self.decode_weight_bytes = self.slim.pipeline.decode_bytes
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from slimvl.api import load, optimize
+from slimvl.api import SlimModel, load, optimize
 from slimvl.bench.harness import BenchOptions, exit_code, run_bench, write_outputs
 from slimvl.bench.printers import print_report
 from slimvl.calibration import Calibration
@@ -18,6 +19,7 @@ from slimvl.cli.tables import accuracy_table, precision_table, pruning_table, st
 from slimvl.config import PRESET_NAMES, Recipe, resolve_recipe
 from slimvl.data import examples
 from slimvl.demo import run_demo
+from slimvl.device import plan_device
 from slimvl.errors import InputError
 from slimvl.eval import evaluate, next_token_agreement, paired_difference
 from slimvl.models.preprocess import load_image
@@ -26,13 +28,30 @@ from slimvl.monitor import RequestMetrics
 from slimvl.serve.limits import ServerLimits
 
 
+def _placing(args: argparse.Namespace) -> dict[str, Any]:
+    """`load`'s device arguments from `--device`, `--gpu-layers` and `--gpu-rules`."""
+    return {"device": args.device, "gpu_layers": args.gpu_layers, "gpu_rules": args.gpu_rules}
+
+
+def _say_device(slim: SlimModel) -> None:
+    """What `--device` chose, and where the parts went when a GPU holds any (stderr: not in the output)."""
+    plan = slim.device
+    text = plan.choice
+    if plan.placement.on_gpu:
+        text += f"; {plan.placement.describe()}; {plan.rules.describe()}"
+    print(f"slimvl: {text}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Cheap checks first: a bad prompt, image or recipe fails before the model loads (`load` checks
     # that the recipe's optimizations are built before it loads the model).
     if not args.prompt.strip():
         raise InputError("the prompt is empty")
     images = [load_image(path) for path in args.image]
-    slim = load(args.model, resolve_recipe(args.recipe), dtype=args.dtype, threads=args.threads)
+    slim = load(
+        args.model, resolve_recipe(args.recipe), dtype=args.dtype, threads=args.threads, **_placing(args)
+    )
+    _say_device(slim)
     recipe = slim.recipe  # an optimized directory brings its own
     answer = slim.generate(images, args.prompt, max_new_tokens=args.max_new_tokens)
     metrics = answer.metrics
@@ -84,7 +103,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--port: got {args.port}, allowed: 1..65535")
     executor = model_thread()
     recipe = resolve_recipe(args.recipe)
-    slim = executor.submit(load, args.model, recipe, dtype=args.dtype, threads=args.threads).result()
+    slim = executor.submit(
+        load, args.model, recipe, dtype=args.dtype, threads=args.threads, **_placing(args)
+    ).result()
+    _say_device(slim)
     app = create_app(
         slim,
         args.served_model_name or args.model,
@@ -111,7 +133,12 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    slim = load(args.model, dtype=args.dtype)
+    if args.simulate_gpu is None:
+        slim = load(args.model, dtype=args.dtype, **_placing(args))
+        device = slim.device
+    else:  # planned for the simulated GPU; nothing is moved
+        slim = load(args.model, dtype=args.dtype)
+        device = plan_device(slim.loaded.model, "cuda", args.gpu_layers, args.gpu_rules, [args.simulate_gpu])
     model = slim.loaded.model
     groups = weight_table(model)
     by_dtype: dict[str, dict[str, int]] = {}
@@ -128,6 +155,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "total": total,
         "decode_bytes_per_token": decode_bytes_per_token(model),
         "plans": slim.plans,
+        "device": device.to_dict(),
     }
     if args.json:
         print(json.dumps(record))
@@ -139,20 +167,24 @@ def cmd_info(args: argparse.Namespace) -> int:
         console.print(pruning_table(slim.plans["pruning"]))
     if "adaptive_precision" in slim.plans:
         console.print(precision_table(slim.plans["adaptive_precision"]))
+    console.print(escape(f"{device.choice}; {device.placement.describe()}"))
+    if device.rules is not None:
+        console.print(escape(device.rules.describe()))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     compare = args.baseline is not None
     baseline_recipe = resolve_recipe(args.baseline) if compare else None
-    slim = load(args.model, resolve_recipe(args.recipe), threads=args.threads)
+    slim = load(args.model, resolve_recipe(args.recipe), threads=args.threads, **_placing(args))
+    _say_device(slim)
     recipe = slim.recipe
     questions = list(examples(args.split, args.n))
     result = evaluate(slim, blind=args.blind, keep_logprobs=compare, questions=questions, split=args.split)
     record = {"model": args.model, "recipe": recipe.name, **result.to_dict()}
     if compare:
         del slim
-        reference = load(args.model, baseline_recipe, threads=args.threads)
+        reference = load(args.model, baseline_recipe, threads=args.threads, **_placing(args))
         base = evaluate(
             reference, blind=args.blind, keep_logprobs=True, questions=questions, split=args.split
         )
@@ -199,6 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bandwidth_bytes=args.bandwidth_bytes,
         ablation=args.ablation,
         accuracy_n=args.accuracy_n,
+        placing=_placing(args),
     )
     report = run_bench(options)
     print_report(report)

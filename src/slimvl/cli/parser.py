@@ -11,8 +11,34 @@ from slimvl.bench.rows import PEER_NAMES, parse_peers
 from slimvl.cli import commands as handlers
 from slimvl.config import PRESET_NAMES
 from slimvl.demo import N_ACCURACY
+from slimvl.device.rules import parse_capability
+from slimvl.device.spec import DEVICE_CHOICES, DeviceSpec, parse_simulated
 from slimvl.models.loader import builtin_names
 from slimvl.serve.limits import ServerLimits
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"got {value}, allowed: an integer >= 0")
+    return value
+
+
+def _capability(text: str) -> tuple[int, int]:
+    try:
+        return parse_capability(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _simulated_gpu(text: str) -> DeviceSpec:
+    try:
+        return parse_simulated(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -40,13 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
+    device_options = argparse.ArgumentParser(add_help=False)
+    device_options.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where the model runs; auto: a CUDA GPU where one is usable (it says which), else the CPU",
+    )
+    device_options.add_argument(
+        "--gpu-layers",
+        type=_count,
+        metavar="N",
+        help="decoder layers on the GPU (the last N; default: as many as fit)",
+    )
+    device_options.add_argument(
+        "--gpu-rules",
+        type=_capability,
+        metavar="MAJOR.MINOR",
+        help="compute by another GPU's precision rules, e.g. 6.1 to check the Pascal path on a newer GPU",
+    )
+
     parser = argparse.ArgumentParser(
         prog="slimvl", description="Run Qwen3-VL fast and small on a laptop CPU."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", parents=[debug_after], help="answer a question about images")
+    run = commands.add_parser(
+        "run", parents=[debug_after, device_options], help="answer a question about images"
+    )
     run.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
     run.add_argument("--image", action="append", required=True, metavar="PATH", help="an image (repeatable)")
     run.add_argument("--prompt", required=True, help="the question")
@@ -75,10 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     optimize_cmd.set_defaults(handler=handlers.cmd_optimize)
 
-    info = commands.add_parser("info", parents=[debug_after], help="parameter counts and weight bytes")
+    info = commands.add_parser(
+        "info", parents=[debug_after, device_options], help="parameter counts, weight bytes, device placement"
+    )
     info.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
     info.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    info.add_argument(
+        "--simulate-gpu",
+        type=_simulated_gpu,
+        metavar="CAP:MEMORY",
+        help="plan the placement for a GPU that is not here, e.g. 6.1:2GB (an MX250)",
+    )
     info.set_defaults(handler=handlers.cmd_info)
 
     recipe = commands.add_parser("recipe", parents=[debug_after], help="show or list recipes")
@@ -90,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=handlers.cmd_recipe_list)
 
     evaluate = commands.add_parser(
-        "eval", parents=[debug_after], help="exact-match accuracy on synthetic VQA"
+        "eval", parents=[debug_after, device_options], help="exact-match accuracy on synthetic VQA"
     )
     evaluate.add_argument("model", nargs="?", default="builtin:tiny", help="default: builtin:tiny")
     evaluate.add_argument("--recipe", metavar="FILE|NAME", help="recipe file or preset")
@@ -111,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=handlers.cmd_eval)
 
     bench = commands.add_parser(
-        "bench", parents=[debug_after], help="measure recipes and peers side by side (standard scenario)"
+        "bench",
+        parents=[debug_after, device_options],
+        help="measure recipes and peers side by side (standard scenario)",
     )
     bench.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
     bench.add_argument(
@@ -168,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=handlers.cmd_export)
 
     serve = commands.add_parser(
-        "serve", parents=[debug_after], help="serve the model over the OpenAI chat completions API"
+        "serve",
+        parents=[debug_after, device_options],
+        help="serve the model over the OpenAI chat completions API",
     )
     serve.add_argument("model", help=f"checkpoint directory or one of {', '.join(builtin_names())}")
     serve.add_argument(

@@ -10,6 +10,8 @@ keys/values into a `StaticKVCache` instead of concatenating.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, Qwen3VLForConditionalGeneration
@@ -49,6 +51,7 @@ class BufferedLayer(DynamicLayer):
 
     def keep(self, keep_mask: torch.Tensor) -> None:
         """Keep only the positions where `keep_mask` (length,) is True, moved to the front in order."""
+        keep_mask = keep_mask.to(self.keys_buffer.device)
         kept = int(keep_mask.sum())
         self.keys_buffer[:, :, :kept] = self.keys[:, :, keep_mask]
         self.values_buffer[:, :, :kept] = self.values[:, :, keep_mask]
@@ -80,9 +83,10 @@ class StaticKVCache:
             (1, layer.self_attn.k_proj.out_features // head_dim, capacity, head_dim)
             for layer in text_model.layers
         ]
+        devices = [layer_device(layer) for layer in text_model.layers]
         return cls(
-            [torch.empty(shape, dtype=dtype) for shape in shapes],
-            [torch.empty(shape, dtype=dtype) for shape in shapes],
+            [torch.empty(shape, dtype=dtype, device=d) for shape, d in zip(shapes, devices, strict=True)],
+            [torch.empty(shape, dtype=dtype, device=d) for shape, d in zip(shapes, devices, strict=True)],
             0,
         )
 
@@ -113,6 +117,12 @@ class StaticKVCache:
                 buffer[:, :, :length] = source
                 buffers.append(buffer)
         return cls(keys, values, length)
+
+
+def layer_device(layer: torch.nn.Module) -> torch.device:
+    """The device a decoder layer's weights are on (a GPU placement moves some layers there)."""
+    k_proj = layer.self_attn.k_proj
+    return next(itertools.chain(k_proj.parameters(), k_proj.buffers())).device
 
 
 def _filled_length(cache: DynamicCache) -> int:
@@ -167,6 +177,8 @@ class LeanDecoder:
         half = head_dim // 2
         cos, sin = cos.view(head_dim), torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).view(head_dim)
         for layer, keys, values in zip(text.layers, cache.keys, cache.values, strict=True):
+            if hidden.device != keys.device:  # into (or back out of) the layers a GPU holds
+                hidden, cos, sin = hidden.to(keys.device), cos.to(keys.device), sin.to(keys.device)
             attn = layer.self_attn
             x = _rms_norm(layer.input_layernorm, hidden)
             q = _rms_norm(attn.q_norm, attn.q_proj(x).view(1, -1, 1, head_dim))
@@ -184,4 +196,5 @@ class LeanDecoder:
             hidden = hidden + attn.o_proj(out.view(1, 1, -1))
             hidden = hidden + layer.mlp(_rms_norm(layer.post_attention_layernorm, hidden))
         cache.length = n + 1
+        hidden = hidden.to(text.norm.weight.device)
         return self.model.lm_head(_rms_norm(text.norm, hidden)).view(1, -1)

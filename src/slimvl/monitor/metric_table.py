@@ -56,6 +56,7 @@ METRICS: tuple[Metric, ...] = (
         label="end to end, s",
     ),
     Metric("peak_rss_mb", "peak RSS MB", "MB", "lower", summarized=True, column=True),
+    Metric("gpu_peak_mb", "GPU peak MB", "MB", "lower", summarized=True),
     Metric("cpu_s", "CPU s", "s", "lower"),
     Metric("cpu_s_per_token", "CPU-s/token", "s/token", "lower", summarized=True, column=True),
     Metric("achieved_gbps", "GB/s", "GB/s", "higher", summarized=True, column=True),

@@ -39,6 +39,7 @@ class RequestMetrics:
     threads: int = 0
     stage_counts: dict[str, int] = field(default_factory=dict)
     mode: dict[str, Any] | None = None  # the run-time controller's decision for this request, if any
+    gpu_peak_bytes: int | None = None  # PyTorch's allocator peak on the GPUs the model uses; None: none
 
     @property
     def vision_ms(self) -> float:
@@ -98,6 +99,7 @@ class RequestMetrics:
             decode_tok_s=self.decode_tok_s,
             e2e_s=self.e2e_s,
             peak_rss_mb=self.peak_rss_bytes / 1e6,
+            gpu_peak_mb=None if self.gpu_peak_bytes is None else self.gpu_peak_bytes / 1e6,
             mean_rss_mb=self.mean_rss_bytes / 1e6,
             cpu_s_per_token=self.cpu_s_per_token,
             achieved_gbps=self.achieved_gbps,

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from .energy import EnergyMeter
+from .gpu import GpuMemory
 from .metrics import RequestMetrics
 from .sampler import ResourceSampler
 from .timers import StageTimer
@@ -27,6 +28,7 @@ class RequestMonitor:
         decode_weight_bytes_per_token: int = 0,
         interval_s: float = 0.05,
         energy: EnergyMeter | None = None,
+        gpu_devices: tuple[int, ...] = (),
     ) -> None:
         self.threads = threads if threads is not None else torch.get_num_threads()
         self.weight_bytes = weight_bytes
@@ -34,6 +36,7 @@ class RequestMonitor:
         self.timer = StageTimer()
         self.sampler = ResourceSampler(interval_s=interval_s)
         self.energy = energy if energy is not None else EnergyMeter()
+        self.gpu = GpuMemory(gpu_devices)
         self._energy_j: float | None = None
         self._state = "new"
 
@@ -41,6 +44,7 @@ class RequestMonitor:
         if self._state != "new":
             raise RuntimeError("a RequestMonitor monitors one request; create a new one")
         self.energy.start()
+        self.gpu.start()
         self.sampler.start()
         self.timer.start()
         self._state = "running"
@@ -75,6 +79,7 @@ class RequestMonitor:
             wall_s=self.timer.wall_s,
             cpu_s=self.timer.cpu_s,
             peak_rss_bytes=self.sampler.peak_rss_bytes,
+            gpu_peak_bytes=self.gpu.peak_bytes(),
             mean_rss_bytes=self.sampler.mean_rss_bytes,
             weight_bytes=self.weight_bytes,
             decode_weight_bytes_per_token=self.decode_weight_bytes_per_token,
