@@ -10,6 +10,7 @@ python scripts/readme_table.py bench benchmarks/results/bench_2b_peers.md     # 
 python scripts/readme_table.py accuracy benchmarks/results/tiny              # `benchmarks/tiny_accuracy.sh` output
 python scripts/readme_table.py accuracy-check benchmarks/results/tiny_n2000  # its rows on more questions
 python scripts/readme_table.py scorers benchmarks/results/bench_2b_sparsify_scorers.md   # a second bench report
+python scripts/readme_table.py ablation benchmarks/results/bench_2b_ablation.md  # `slimvl bench --ablation`
 python scripts/readme_table.py curves benchmarks/results/sparsify_curves_tiny.json  # benchmarks/sparsify_curves.py
 """
 
@@ -98,10 +99,10 @@ def accuracy_block(folder: str) -> str:
 # The README's headline: the ablation's one-at-a-time rows and `all`, as the seed's table reads.
 HEADLINE_ROWS = {
     "base": "no optimization (fp32)",
-    "int8": "+ int8",
-    "sparsify": "+ 60% of image tokens dropped",
-    "prune": "+ 30% of MLP channels removed",
-    "adaptive": "+ int4 decoder (adaptive precision)",
+    "int8": "int8 alone",
+    "sparsify": "60% of image tokens dropped, alone",
+    "prune": "30% of MLP channels removed, alone",
+    "adaptive": "int4 decoder (adaptive precision), alone",
     "all": "all four: preset `laptop`",
 }
 
@@ -219,6 +220,7 @@ BLOCKS: dict[str, tuple[Callable[..., str], tuple[str, ...]]] = {
     "accuracy": (accuracy_block, ("benchmarks/results/tiny",)),
     "accuracy-check": (accuracy_block, ("benchmarks/results/tiny_n2000",)),
     "scorers": (bench_block, ("benchmarks/results/bench_2b_sparsify_scorers.md",)),
+    "ablation": (bench_block, ("benchmarks/results/bench_2b_ablation.md",)),
     "curves": (curves_block, ("benchmarks/results/sparsify_curves_tiny.json",)),
 }
 _BLOCK = re.compile(r"<!-- (?P<name>[\w-]+):start -->\n(?P<body>.*?)<!-- (?P=name):end -->", re.S)

@@ -137,6 +137,7 @@ def test_cells_are_computed_from_the_runs() -> None:
     assert list(table) == TABLE_ORDER
     base, int8, cumulative = table["base"], table["int8"], table["int8+sparsify"]
     assert (base["speedup_e2e"], base["memory_reduction"], base["accuracy_delta"]) == (1.0, 0.0, 0.0)
+    assert base["paired"] is None  # the baseline itself: no mark
     # paired: the median over rounds of base/int8 (2 and 4: 3), not the ratio of medians (15/5)
     assert int8["paired"] is True
     assert int8["speedup_e2e"] == pytest.approx(1 / ((0.5 + 0.25) / 2))

@@ -141,7 +141,10 @@ def _inverse(value: float | None) -> float | None:
 
 def speedups(report: dict[str, Any], row: str, baseline: str) -> dict[str, Any]:
     """How much faster `row` is than `baseline` (end to end, TTFT; decode tokens/s as a ratio): paired
-    medians over rounds where the two ran in one wave, else the ratio of their medians."""
+    medians over rounds where the two ran in one wave, else the ratio of their medians (`paired` None:
+    the row is the baseline)."""
+    if row == baseline:
+        return {"paired": None, "e2e": 1.0, "decode": 1.0, "ttft": 1.0}
     by_name = {entry["name"]: entry for entry in report["rows"]}
     a, b = by_name[row], by_name[baseline]
     paired = _paired_entry(report["paired"], row, baseline)
