@@ -8,36 +8,20 @@ import pytest
 from slimvl.cli import main
 
 
+def _run(checkpoint: Path, image: Path, *extra: str) -> list[str]:
+    return ["run", str(checkpoint), "--image", str(image), "--prompt", "Color?", *extra]
+
+
 def test_cuda_on_a_machine_without_one_is_a_one_line_error(
     small_checkpoint: Path, image_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = [
-        "run",
-        str(small_checkpoint),
-        "--image",
-        str(image_file),
-        "--prompt",
-        "Color?",
-        "--device",
-        "cuda",
-    ]
-    assert main(args) == 2
+    assert main(_run(small_checkpoint, image_file, "--device", "cuda")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("slimvl: error: --device cuda: ") and "\n" not in err
 
 
 def test_auto_says_what_it_chose(small_checkpoint: Path, image_file: Path, capsys) -> None:
-    args = [
-        "run",
-        str(small_checkpoint),
-        "--image",
-        str(image_file),
-        "--prompt",
-        "Color?",
-        "--max-new-tokens",
-        "2",
-    ]
-    assert main([*args, "--json"]) == 0
+    assert main(_run(small_checkpoint, image_file, "--max-new-tokens", "2", "--json")) == 0
     captured = capsys.readouterr()
     assert "slimvl: device: cpu (auto: " in captured.err
     json.loads(captured.out)  # the answer's JSON stays clean

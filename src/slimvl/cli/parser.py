@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from slimvl.bench.harness import DEFAULT_BANDWIDTH_BYTES
 from slimvl.bench.profiles import PROFILE_NAMES
@@ -12,50 +14,45 @@ from slimvl.cli import commands as handlers
 from slimvl.config import PRESET_NAMES
 from slimvl.demo import N_ACCURACY
 from slimvl.device.rules import parse_capability
-from slimvl.device.spec import DEVICE_CHOICES, DeviceSpec, parse_simulated
+from slimvl.device.spec import DEVICE_CHOICES, parse_simulated
 from slimvl.models.loader import builtin_names
 from slimvl.serve.limits import ServerLimits
 
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: an integer >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"got {value}, allowed: an integer >= 0")
-    return value
+T = TypeVar("T")
 
 
-def _capability(text: str) -> tuple[int, int]:
-    try:
-        return parse_capability(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}, allowed: an integer >= {minimum}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"got {value}, allowed: an integer >= {minimum}")
+        return value
+
+    return parse
 
 
-def _simulated_gpu(text: str) -> DeviceSpec:
-    try:
-        return parse_simulated(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser that raises ValueError with the reason."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"got {value}, allowed: an integer >= 1")
-    return value
-
-
-def _peer_list(text: str) -> list[str]:
-    try:
-        return parse_peers(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_count = _at_least(0)
+_positive_int = _at_least(1)
+_capability = _checked(parse_capability)
+_simulated_gpu = _checked(parse_simulated)
+_peer_list = _checked(parse_peers)
 
 
 def build_parser() -> argparse.ArgumentParser:
