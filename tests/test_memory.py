@@ -66,3 +66,18 @@ def test_high_trim_threshold_reuses_freed_activation_blocks_without_faulting() -
     # threshold, reused in place with the running one.
     assert _faults_reallocating(128 * 1024) > 15_000
     assert _faults_reallocating(512 << 20) < 5_000
+
+
+def test_loaded_objects_leave_the_collectors_reach() -> None:
+    import gc
+
+    from slimvl.memory import freeze_loaded_objects
+
+    kept = [{"a model's": "objects"}]
+    try:
+        freeze_loaded_objects()
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is kept for obj in gc.get_objects())  # a collection no longer walks it
+    finally:
+        gc.unfreeze()
+    assert any(obj is kept for obj in gc.get_objects())

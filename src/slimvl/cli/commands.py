@@ -22,6 +22,7 @@ from slimvl.demo import run_demo
 from slimvl.device import plan_device
 from slimvl.errors import InputError
 from slimvl.eval import evaluate, next_token_agreement, paired_difference
+from slimvl.memory import freeze_loaded_objects
 from slimvl.models.preprocess import load_image
 from slimvl.models.weights import decode_bytes_per_token, weight_table
 from slimvl.monitor import RequestMetrics
@@ -52,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.model, resolve_recipe(args.recipe), dtype=args.dtype, threads=args.threads, **_placing(args)
     )
     _say_device(slim)
+    freeze_loaded_objects()
     recipe = slim.recipe  # an optimized directory brings its own
     answer = slim.generate(images, args.prompt, max_new_tokens=args.max_new_tokens)
     metrics = answer.metrics
@@ -107,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         load, args.model, recipe, dtype=args.dtype, threads=args.threads, **_placing(args)
     ).result()
     _say_device(slim)
+    freeze_loaded_objects()
     app = create_app(
         slim,
         args.served_model_name or args.model,
