@@ -1,89 +1,49 @@
 """The recipe's sections: one config class per optimization (INT8, visual token sparsification,
-pruning, adaptive precision), registered with
-`@recipe_section`, each validating itself on construction.
+pruning, adaptive precision), each registered with `@recipe_section` (`slimvl.config.registration`)
+and validating itself on construction.
 
 Messages read ``Class.field: got <value>, allowed: <what is allowed>``. Configs are frozen: derive
 variants with ``dataclasses.replace`` (which re-runs validation).
-
-Registering a section is the one place an optimization is named: its recipe key, its config class, the
-order in which sections are applied, and the module that applies it (imported by `slimvl.registry` only
-when a recipe uses the section; see there for what that module provides).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import ClassVar
 
-RECIPE_FORMAT_VERSION = 1
+from slimvl.config.registration import (
+    RECIPE_FORMAT_VERSION,
+    Section,
+    ValidatedConfig,
+    recipe_section,
+    registered,
+)
 
-
-@dataclass(frozen=True)
-class Section:
-    key: str  # the recipe key (YAML/JSON) and the Recipe attribute
-    config: type  # its config dataclass
-    order: int  # sections apply in increasing order: weights are pruned before they are quantized
-    handler: str  # module that applies it (`slimvl.registry` describes its functions)
-
-
-_SECTIONS: dict[str, Section] = {}
-
-
-def recipe_section(key: str, order: int, handler: str) -> Callable[[type], type]:
-    """Register the decorated config class as recipe section `key`."""
-
-    def register(cls: type) -> type:
-        if key in _SECTIONS or any(s.order == order for s in _SECTIONS.values()):
-            raise ValueError(f"recipe section {key!r} (order {order}) is registered twice")
-        _SECTIONS[key] = Section(key, cls, order, handler)
-        return cls
-
-    return register
-
-
-def sections() -> tuple[Section, ...]:
-    """Every registered section, in the order they are applied."""
-    return tuple(sorted(_SECTIONS.values(), key=lambda s: s.order))
-
+__all__ = [
+    "PRECISION_BITS",
+    "RECIPE_FORMAT_VERSION",
+    "AdaptivePrecisionConfig",
+    "INT8QuantizationConfig",
+    "PruningConfig",
+    "Section",
+    "SparsificationConfig",
+    "recipe_section",
+    "sections",
+]
 
 # Bit width of each precision; the order used by AdaptivePrecisionConfig (fp16 and bf16 tie).
 PRECISION_BITS: dict[str, int] = {"int4": 4, "int8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
 
 
-class _ValidatedConfig:
-    """Field checks shared by the config dataclasses; messages name class, field, value and rule."""
-
-    def _fail(self, name: str, allowed: str) -> NoReturn:
-        value = getattr(self, name)
-        raise ValueError(f"{type(self).__name__}.{name}: got {value!r}, allowed: {allowed}")
-
-    def _check_bool(self, name: str) -> None:
-        if not isinstance(getattr(self, name), bool):
-            self._fail(name, "True or False")
-
-    def _check_int(self, name: str, minimum: int) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self._fail(name, f"an int >= {minimum}")
-
-    def _check_number(self, name: str, allowed: str, in_range: Callable[[float], bool]) -> None:
-        """Check a real number (ints accepted, bools not) and store it as a float."""
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(value):
-            self._fail(name, allowed)
-        object.__setattr__(self, name, float(value))
-
-    def _check_choice(self, name: str, choices: tuple[Any, ...]) -> None:
-        value = getattr(self, name)
-        if type(value) is not type(choices[0]) or value not in choices:
-            self._fail(name, f"one of {', '.join(repr(c) for c in choices)}")
+def sections() -> tuple[Section, ...]:
+    """Every registered section (the four below, and any registered since), in the order they are applied."""
+    return registered()
 
 
 @recipe_section("int8", order=20, handler="slimvl.quant.section")
 @dataclass(frozen=True)
-class INT8QuantizationConfig(_ValidatedConfig):
+class INT8QuantizationConfig(ValidatedConfig):
     """INT8 quantization of linear layers.
 
     ``weight_only`` keeps activations in floating point, which is the only mode where
@@ -131,7 +91,7 @@ class INT8QuantizationConfig(_ValidatedConfig):
 
 @recipe_section("sparsification", order=30, handler="slimvl.sparsify.section")
 @dataclass(frozen=True)
-class SparsificationConfig(_ValidatedConfig):
+class SparsificationConfig(ValidatedConfig):
     """Visual token sparsification: drop the least useful visual tokens before the decoder.
 
     ``scorer`` picks how tokens are ranked: ``"attention"`` (the default: it measured best on
@@ -199,7 +159,7 @@ class SparsificationConfig(_ValidatedConfig):
 
 @recipe_section("pruning", order=10, handler="slimvl.prune.section")
 @dataclass(frozen=True)
-class PruningConfig(_ValidatedConfig):
+class PruningConfig(ValidatedConfig):
     """Weight pruning of the language model's decoder linears, each output row losing
     ``round(pruning_ratio * in_features)`` weights.
 
@@ -280,7 +240,7 @@ class PruningConfig(_ValidatedConfig):
 
 @recipe_section("adaptive_precision", order=15, handler="slimvl.precision.section")
 @dataclass(frozen=True)
-class AdaptivePrecisionConfig(_ValidatedConfig):
+class AdaptivePrecisionConfig(ValidatedConfig):
     """A per-unit format (int4 < int8 < fp16 == bf16 < fp32) from measured sensitivity, within
     ``[min_precision, max_precision]``, and a run-time controller.
 
