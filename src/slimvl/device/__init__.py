@@ -10,7 +10,7 @@ from typing import Any
 from transformers import Qwen3VLForConditionalGeneration
 
 from slimvl.device.dispatch import placement_needs
-from slimvl.device.placement import Placement, plan_placement
+from slimvl.device.placement import Placement, cpu_placement, plan_placement
 from slimvl.device.rules import DeviceRules, rules_for
 from slimvl.device.spec import CPU, DeviceError, DeviceSpec, choose_device
 
@@ -49,7 +49,8 @@ def plan_device(
     if spec.kind == "cpu":
         if rules_capability is not None:
             raise DeviceError("--gpu-rules: needs a GPU (--device cuda or auto with one present)")
-        return DevicePlan(CPU, None, plan_placement(placement_needs(model), CPU, gpu_layers), choice)
+        layers = len(model.model.language_model.layers)
+        return DevicePlan(CPU, None, cpu_placement(layers, gpu_layers), choice)
     rules = rules_for(rules_capability or spec.capability)
     placement = plan_placement(placement_needs(model), spec, gpu_layers)
     if request == "cuda" and not placement.on_gpu and gpu_layers is None:

@@ -9,10 +9,9 @@ from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 from torch import nn
 from transformers import Qwen3VLForConditionalGeneration
 
-from slimvl.device.modules import convert_linears, module_bytes
+from slimvl.device.modules import convert_linears
 from slimvl.device.placement import Placement, PlacementNeeds
 from slimvl.device.rules import DeviceRules
-from slimvl.precision.float_linear import FloatLinear
 from slimvl.precision.int4_modules import Int4Linear
 from slimvl.quant import Int8Linear
 
@@ -22,7 +21,9 @@ SKIPPED_KWARGS = ("cache", "past_key_values")  # cache objects are not moved: th
 
 
 def device_bytes(module: nn.Module) -> int:
-    """Bytes `module` will hold in its device format (`device.modules`), computed without converting."""
+    """Bytes `module` will hold in its device format (`device.modules`), computed without converting:
+    int8 and int4 linears by what their device format keeps (a packed int8 kernel may have released
+    `qweight`), anything else by its own tensors."""
     if isinstance(module, Int8Linear):
         extra = (module.bias is not None) + 1  # w_scale, bias
         return module.out_features * module.in_features + BYTES_FP32 * (
@@ -30,8 +31,6 @@ def device_bytes(module: nn.Module) -> int:
         )
     if isinstance(module, Int4Linear):
         return sum(t.numel() * t.element_size() for t in (module.codes, module.mult, module.row_scale))
-    if isinstance(module, FloatLinear):
-        return module_bytes(module)
     children = list(module.children())
     own = sum(
         t.numel() * t.element_size()

@@ -109,14 +109,3 @@ def convert_linears(root: nn.Module, rules: DeviceRules) -> None:
             convert_linears(child, rules)
         else:
             setattr(root, name, replacement)
-
-
-def module_bytes(root: nn.Module) -> int:
-    """Bytes of `root`'s parameters and buffers (each tensor counted once)."""
-    seen, total = set(), 0
-    for tensor in [*root.parameters(), *root.buffers()]:
-        if tensor is None or tensor.data_ptr() in seen or tensor.device.type == "meta":
-            continue
-        seen.add(tensor.data_ptr())
-        total += tensor.numel() * tensor.element_size()
-    return total

@@ -53,6 +53,13 @@ class Placement:
         return asdict(self)
 
 
+def cpu_placement(layers: int, gpu_layers: int | None = None) -> Placement:
+    """Everything on the CPU (a DeviceError where GPU layers are asked for)."""
+    if gpu_layers:
+        raise DeviceError("--gpu-layers: needs a GPU (--device cuda or auto with one present)")
+    return Placement("cpu", (), False, 0, 0, layers, "device cpu")
+
+
 def _layer_cost(needs: PlacementNeeds, index: int) -> int:
     return needs.layer_bytes[index] + needs.kv_bytes_per_layer[index]
 
@@ -67,9 +74,7 @@ def plan_placement(
     fit), else as many as fit; then the vision tower if what is left holds it."""
     count = len(needs.layer_bytes)
     if device.kind == "cpu":
-        if gpu_layers:
-            raise DeviceError("--gpu-layers: needs a GPU (--device cuda or auto with one present)")
-        return Placement("cpu", (), False, 0, 0, count, "device cpu")
+        return cpu_placement(count, gpu_layers)
     if gpu_layers is not None and not 0 <= gpu_layers <= count:
         raise DeviceError(f"--gpu-layers: got {gpu_layers}, allowed: 0 to {count} (the decoder's layers)")
     budget = device.free_bytes - reserve_bytes - needs.workspace_bytes
